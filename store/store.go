@@ -1,0 +1,191 @@
+// Package store defines the durable state of the asdeliver scheduler: per
+// application service queues of items, the transactions formed from them, and
+// a per-service lease that keeps one sender per service across processes.
+//
+// The package is a leaf: it imports the standard library only, so the
+// scheduler, the store implementations and the conformance suite in
+// store/storetest can all depend on it without cycles.
+//
+// Implementations: store/memory (tests and throwaway use), store/sqlite (the
+// embedded default). A custom implementation proves itself with
+// storetest.Run and storetest.RunReopen.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"time"
+)
+
+// ErrStaleEpoch is returned by NextTxn, Complete, Purge and Release when the
+// epoch passed is not the service's current lease epoch: another owner has
+// claimed the service since, and the caller must stop sending for it.
+var ErrStaleEpoch = errors.New("store: stale lease epoch")
+
+// ErrLeaseHeld is returned by Claim when another owner holds an unexpired
+// lease on the service.
+var ErrLeaseHeld = errors.New("store: lease held by another owner")
+
+// ErrClosed is returned by every method of a store that has been closed.
+var ErrClosed = errors.New("store: closed")
+
+// ErrInvalid is returned (wrapped, with the reason) for arguments that break
+// a method's documented preconditions: an empty service name or owner, an
+// item without data, an entry without services, non-positive limits or
+// lease ttl.
+var ErrInvalid = errors.New("store: invalid argument")
+
+// Kind says what an item is. The scheduler assembles a transaction body by
+// kind; a store keeps it and returns it unchanged.
+type Kind uint8
+
+// The item kinds. Their numeric values are stored and must not change.
+const (
+	// KindEvent is a persistent room event (PDU) in client format.
+	KindEvent Kind = 1
+)
+
+// Item is one unit of content owed to a service: its bytes are written once,
+// however many services want it.
+type Item struct {
+	// Seq orders items: assigned by the store on Append, increasing in commit
+	// order. Zero in an Entry passed to Append.
+	Seq int64
+	// Kind says how the item goes into a transaction body.
+	Kind Kind
+	// Key identifies the item for deduplication (an event ID). While an item
+	// with a Key is pending for a service (queued or bound to a stored
+	// transaction), Append does not queue another item with the same Kind
+	// and Key for that service.
+	Key string
+	// Data is the item's bytes, returned exactly as appended.
+	Data []byte
+}
+
+// Entry is an item to append together with the services that want it.
+type Entry struct {
+	Item
+	// Services lists the service IDs the item is queued for; at least one.
+	Services []string
+}
+
+// Limits bound the transaction that NextTxn forms.
+type Limits struct {
+	// MaxItems is the most items a transaction may hold; at least 1.
+	MaxItems int
+	// MaxBytes is the most item bytes (sum of len(Data)) a transaction may
+	// hold, except that the first item always fits.
+	MaxBytes int
+}
+
+// Txn is a transaction: a batch of items bound to a service under an ID
+// that is sent, and resent, unchanged until Complete.
+type Txn struct {
+	// Service is the service the transaction is for.
+	Service string
+	// ID is the transaction ID: greater than every ID the store ever
+	// returned for Service, including across reopen.
+	ID int64
+	// Format is the body format version the caller passed to NextTxn.
+	Format int
+	// Hash is HashItems of Items, recorded when the transaction was formed.
+	Hash []byte
+	// Items are the transaction's items in Seq order, exactly as formed.
+	Items []Item
+	// Created is when the transaction was formed.
+	Created time.Time
+}
+
+// Backlog summarises what a service is owed.
+type Backlog struct {
+	// Service is the service ID.
+	Service string
+	// Txns counts stored, uncompleted transactions.
+	Txns int
+	// Queued counts items queued and not yet bound to a transaction.
+	Queued int
+	// Oldest is when the oldest pending item (queued or in a stored
+	// transaction) was appended; zero when nothing is pending.
+	Oldest time.Time
+}
+
+// Epoch identifies one grant of a service's lease. Epochs of a service
+// increase with every grant to a new owner and are never reused.
+type Epoch int64
+
+// Store is the scheduler's durable state. All methods are safe for
+// concurrent use, take ctx first, and return ctx.Err() (possibly wrapped)
+// when ctx is done before they start. Sentinels are matched with errors.Is.
+type Store interface {
+	// Append atomically stores the entries: each item once, queued for each
+	// of its services, in slice order (later entries get higher Seq). Either
+	// all of them are stored or, on error, none. An entry whose Kind and Key
+	// are already pending for a service is not queued again for that
+	// service (nor a second entry with the same Kind and Key in one call);
+	// an item no service still wants after that is not stored. Entries with
+	// an empty Key are never deduplicated.
+	Append(ctx context.Context, entries []Entry) error
+
+	// Claim grants owner the lease on service for ttl and returns its epoch.
+	// A holder that claims again before expiry extends its lease and keeps
+	// its epoch; a new owner (the lease being free or expired) gets an epoch
+	// greater than any before. Claim fails with ErrLeaseHeld while another
+	// owner's lease runs.
+	Claim(ctx context.Context, service, owner string, ttl time.Duration) (Epoch, error)
+
+	// Release frees the lease if epoch is current, so another owner may
+	// claim it at once; with a stale epoch it returns ErrStaleEpoch and
+	// changes nothing.
+	Release(ctx context.Context, service string, epoch Epoch) error
+
+	// NextTxn forms a transaction from the oldest queued items of service
+	// that are not bound to a transaction, at most lim.MaxItems of them and
+	// at most lim.MaxBytes of Data (the first always fits). In one atomic
+	// step it binds them, allocates an ID greater than any ever returned
+	// for service, and records format and HashItems of the items. It returns
+	// (nil, nil) when nothing is queued, and ErrStaleEpoch if epoch is not
+	// the current lease epoch.
+	NextTxn(ctx context.Context, service string, epoch Epoch, format int, lim Limits) (*Txn, error)
+
+	// Txns lists up to limit stored transactions of service, oldest (lowest
+	// ID) first, each with exactly the items it was formed with. limit <= 0
+	// means all.
+	Txns(ctx context.Context, service string, limit int) ([]Txn, error)
+
+	// Complete deletes transaction id of service and every one of its items
+	// that no other service still needs. Completing an unknown ID is a
+	// no-op. It returns ErrStaleEpoch if epoch is not current.
+	Complete(ctx context.Context, service string, epoch Epoch, id int64) error
+
+	// Backlogs reports every service with pending work (stored transactions
+	// or queued items), in byte order of service ID (as Go compares
+	// strings). Services with nothing pending are omitted.
+	Backlogs(ctx context.Context) ([]Backlog, error)
+
+	// Purge deletes all stored transactions and queued items of service,
+	// and the items no other service still needs. Transaction IDs keep
+	// increasing afterwards, and the lease stays with its holder. It
+	// returns ErrStaleEpoch if epoch is not current.
+	Purge(ctx context.Context, service string, epoch Epoch) error
+}
+
+// HashItems returns the SHA-256 digest of items' kinds, keys and data, in
+// order and length-prefixed, so that no two different item lists share a
+// digest by concatenation. Stores record it in Txn.Hash; the scheduler
+// checks it before resending a stored transaction.
+func HashItems(items []Item) []byte {
+	h := sha256.New()
+	var n [8]byte
+	for _, it := range items {
+		h.Write([]byte{byte(it.Kind)})
+		binary.BigEndian.PutUint64(n[:], uint64(len(it.Key)))
+		h.Write(n[:])
+		h.Write([]byte(it.Key))
+		binary.BigEndian.PutUint64(n[:], uint64(len(it.Data)))
+		h.Write(n[:])
+		h.Write(it.Data)
+	}
+	return h.Sum(nil)
+}
