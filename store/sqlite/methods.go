@@ -1,0 +1,768 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"strings"
+	"time"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// Append inserts rows in batches of 1<<k rows, k < batchLevels, one prepared
+// statement per size: 256 rows of 4 parameters stay far below SQLite's limit
+// of bound parameters, and any count is a sum of at most batchLevels sizes
+// below 256 plus full batches.
+const (
+	batchLevels = 9
+	maxBatch    = 1 << (batchLevels - 1)
+)
+
+// statements are the prepared statements of the methods, prepared once on
+// the store's single connection.
+type statements struct {
+	all []*sql.Stmt
+
+	// Append.
+	insertItems    [batchLevels]*sql.Stmt // kind, key, data, created per row
+	insertQueue    [batchLevels]*sql.Stmt // service, seq, kind, key per row
+	countAppended  *sql.Stmt
+	deleteUnwanted *sql.Stmt
+	addQueued      *sql.Stmt
+
+	// Leases.
+	ensureService *sql.Stmt
+	lease         *sql.Stmt
+	grant         *sql.Stmt
+	extend        *sql.Stmt
+	release       *sql.Stmt
+	epoch         *sql.Stmt
+
+	// NextTxn.
+	serviceForTxn *sql.Stmt
+	queuedItems   *sql.Stmt
+	insertTxn     *sql.Stmt
+	bind          *sql.Stmt
+
+	// Txns and Complete.
+	listTxns       *sql.Stmt
+	rangeItems     *sql.Stmt
+	txnRange       *sql.Stmt
+	deleteTxnItems *sql.Stmt
+	deleteTxnQueue *sql.Stmt
+	deleteTxn      *sql.Stmt
+
+	// Backlogs.
+	backlogs *sql.Stmt
+
+	// Purge.
+	purgeItems   *sql.Stmt
+	purgeQueue   *sql.Stmt
+	purgeTxns    *sql.Stmt
+	purgeService *sql.Stmt
+}
+
+// valuesList returns n copies of a row of k placeholders: "(?, ?), (?, ?)".
+func valuesList(n, k int) string {
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", k), ", ") + ")"
+	return strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
+}
+
+// prepare prepares every statement on db.
+func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
+	st := &statements{}
+	var err error
+	p := func(query string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var s *sql.Stmt
+		s, err = db.PrepareContext(ctx, query)
+		if err != nil {
+			err = fmt.Errorf("preparing %q: %w", query, err)
+			return nil
+		}
+		st.all = append(st.all, s)
+		return s
+	}
+
+	for k := range batchLevels {
+		st.insertItems[k] = p(`INSERT INTO items (kind, key, data, created) VALUES ` + valuesList(1<<k, 4))
+		st.insertQueue[k] = p(`INSERT OR IGNORE INTO queue (service, seq, kind, key) VALUES ` + valuesList(1<<k, 4))
+	}
+	st.countAppended = p(`SELECT service, count(*) FROM queue WHERE seq BETWEEN ? AND ? GROUP BY service`)
+	st.deleteUnwanted = p(`DELETE FROM items WHERE seq BETWEEN ? AND ?
+		AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.seq = items.seq)`)
+	st.addQueued = p(`INSERT INTO services (service, queued) VALUES (?, ?)
+		ON CONFLICT (service) DO UPDATE SET queued = queued + excluded.queued`)
+
+	st.ensureService = p(`INSERT INTO services (service) VALUES (?) ON CONFLICT (service) DO NOTHING`)
+	st.lease = p(`SELECT lease_owner, lease_epoch, lease_expires, max_epoch FROM services WHERE service = ?`)
+	st.grant = p(`UPDATE services SET lease_owner = ?, lease_epoch = ?, lease_expires = ?, max_epoch = ? WHERE service = ?`)
+	st.extend = p(`UPDATE services SET lease_expires = ? WHERE service = ?`)
+	st.release = p(`UPDATE services SET lease_owner = '', lease_epoch = 0, lease_expires = 0 WHERE service = ?`)
+	st.epoch = p(`SELECT lease_epoch FROM services WHERE service = ?`)
+
+	st.serviceForTxn = p(`SELECT lease_epoch, last_txn_id, bound_seq, queued FROM services WHERE service = ?`)
+	st.queuedItems = p(`SELECT q.seq, i.kind, i.key, i.data
+		FROM queue AS q JOIN items AS i ON i.seq = q.seq
+		WHERE q.service = ? AND q.seq > ? ORDER BY q.seq LIMIT ?`)
+	st.insertTxn = p(`INSERT INTO txns (service, id, format, hash, created, first_seq, last_seq)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	st.bind = p(`UPDATE services SET last_txn_id = ?, bound_seq = ?, queued = queued - ? WHERE service = ?`)
+
+	st.listTxns = p(`SELECT id, format, hash, created, first_seq, last_seq
+		FROM txns WHERE service = ? ORDER BY id LIMIT ?`)
+	st.rangeItems = p(`SELECT q.seq, i.kind, i.key, i.data
+		FROM queue AS q JOIN items AS i ON i.seq = q.seq
+		WHERE q.service = ? AND q.seq BETWEEN ? AND ? ORDER BY q.seq`)
+	st.txnRange = p(`SELECT first_seq, last_seq FROM txns WHERE service = ? AND id = ?`)
+	st.deleteTxnItems = p(`DELETE FROM items
+		WHERE seq IN (SELECT seq FROM queue WHERE service = ? AND seq BETWEEN ? AND ?)
+		AND NOT EXISTS (SELECT 1 FROM queue AS o WHERE o.seq = items.seq AND o.service <> ?)`)
+	st.deleteTxnQueue = p(`DELETE FROM queue WHERE service = ? AND seq BETWEEN ? AND ?`)
+	st.deleteTxn = p(`DELETE FROM txns WHERE service = ? AND id = ?`)
+
+	st.backlogs = p(`SELECT service, txns, queued, oldest FROM (
+		SELECT s.service AS service,
+			(SELECT count(*) FROM txns AS t WHERE t.service = s.service) AS txns,
+			s.queued AS queued,
+			(SELECT i.created FROM queue AS q JOIN items AS i ON i.seq = q.seq
+				WHERE q.service = s.service ORDER BY q.seq LIMIT 1) AS oldest
+		FROM services AS s)
+		WHERE oldest IS NOT NULL ORDER BY service`)
+
+	st.purgeItems = p(`DELETE FROM items
+		WHERE seq IN (SELECT seq FROM queue WHERE service = ?)
+		AND NOT EXISTS (SELECT 1 FROM queue AS o WHERE o.seq = items.seq AND o.service <> ?)`)
+	st.purgeQueue = p(`DELETE FROM queue WHERE service = ?`)
+	st.purgeTxns = p(`DELETE FROM txns WHERE service = ?`)
+	st.purgeService = p(`UPDATE services SET queued = 0 WHERE service = ?`)
+
+	if err != nil {
+		_ = st.close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// close closes every prepared statement.
+func (st *statements) close() error {
+	var errs []error
+	for _, s := range st.all {
+		errs = append(errs, s.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// batchLevel returns k such that 1<<k is the largest batch size not above n.
+func batchLevel(n int) int {
+	if n >= maxBatch {
+		return batchLevels - 1
+	}
+	return bits.Len(uint(n)) - 1
+}
+
+// staleEpoch is the error for an epoch that is not the current one.
+func staleEpoch(epoch store.Epoch) error {
+	return fmt.Errorf("epoch %d is not the current lease epoch: %w", epoch, store.ErrStaleEpoch)
+}
+
+// invalid is the error for a broken precondition.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", store.ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// checkEpoch fails with ErrStaleEpoch unless epoch is service's current
+// lease epoch.
+func (s *Store) checkEpoch(ctx context.Context, tx *sql.Tx, service string, epoch store.Epoch) error {
+	var cur int64
+	err := tx.StmtContext(ctx, s.st.epoch).QueryRowContext(ctx, service).Scan(&cur)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	if cur == 0 || store.Epoch(cur) != epoch {
+		return staleEpoch(epoch)
+	}
+	return nil
+}
+
+// appendPlan is what Append writes once the call is deduplicated: the items
+// to store, in call order, and their queue rows.
+type appendPlan struct {
+	items    []*store.Entry
+	rows     []queueRow
+	services []string       // distinct services of rows, in first-seen order
+	counts   map[string]int // rows per service
+}
+
+// queueRow queues items[item] of a plan for service.
+type queueRow struct {
+	item    int
+	service string
+}
+
+// pendingKey identifies a deduplicated item of a service.
+type pendingKey struct {
+	service string
+	kind    store.Kind
+	key     string
+}
+
+// planAppend validates entries and drops, within the call, a second entry
+// with the same kind and key for a service, a service listed twice for one
+// entry, and an entry left with no service.
+func planAppend(entries []store.Entry) (*appendPlan, error) {
+	plan := &appendPlan{counts: make(map[string]int)}
+	var seen map[pendingKey]struct{}
+	for i := range entries {
+		e := &entries[i]
+		if len(e.Data) == 0 {
+			return nil, invalid("entry %d (key %q): item has no data", i, e.Key)
+		}
+		if len(e.Services) == 0 {
+			return nil, invalid("entry %d (key %q): no services: list at least one", i, e.Key)
+		}
+		start := len(plan.rows)
+		var mine map[string]struct{} // this entry's services, for long lists
+		if e.Key == "" && len(e.Services) > 16 {
+			mine = make(map[string]struct{}, len(e.Services))
+		}
+		for _, svc := range e.Services {
+			if svc == "" {
+				return nil, invalid("entry %d (key %q): empty service ID", i, e.Key)
+			}
+			if e.Key != "" {
+				// One map catches both a repeat within this entry and an
+				// earlier entry with the same kind and key.
+				k := pendingKey{svc, e.Kind, e.Key}
+				if seen == nil {
+					seen = make(map[pendingKey]struct{})
+				}
+				if _, dup := seen[k]; dup {
+					continue
+				}
+				seen[k] = struct{}{}
+			} else if mine != nil {
+				if _, dup := mine[svc]; dup {
+					continue
+				}
+				mine[svc] = struct{}{}
+			} else if containsService(plan.rows[start:], svc) {
+				continue
+			}
+			plan.rows = append(plan.rows, queueRow{item: len(plan.items), service: svc})
+			if plan.counts[svc] == 0 {
+				plan.services = append(plan.services, svc)
+			}
+			plan.counts[svc]++
+		}
+		if len(plan.rows) > start {
+			plan.items = append(plan.items, e)
+		}
+	}
+	return plan, nil
+}
+
+func containsService(rows []queueRow, svc string) bool {
+	for _, r := range rows {
+		if r.service == svc {
+			return true
+		}
+	}
+	return false
+}
+
+// Append implements store.Store. It stores the whole call in one SQLite
+// transaction: the items in batched inserts, then their queue rows, where a
+// unique index on the pending (service, kind, key) drops the ones already
+// pending. An item that none of its services took is deleted again before
+// the commit.
+func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
+	const op = "error appending items"
+	release, err := s.enter(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer release()
+	plan, err := planAppend(entries)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if len(plan.items) == 0 {
+		return nil
+	}
+	if err := s.inTx(ctx, func(tx *sql.Tx) error { return s.appendTx(ctx, tx, plan) }); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) error {
+	now := s.now().UnixNano()
+	args := make([]any, 0, 4*min(maxBatch, max(len(plan.items), len(plan.rows))))
+
+	// Items. seq is INTEGER PRIMARY KEY AUTOINCREMENT, so the rows of one
+	// INSERT get consecutive seqs ending at the last insert rowid.
+	seqs := make([]int64, len(plan.items))
+	for done := 0; done < len(plan.items); {
+		k := batchLevel(len(plan.items) - done)
+		batch := plan.items[done : done+1<<k]
+		args = args[:0]
+		for _, e := range batch {
+			args = append(args, int64(e.Kind), e.Key, e.Data, now)
+		}
+		res, err := tx.StmtContext(ctx, s.st.insertItems[k]).ExecContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("inserting items: %w", err)
+		}
+		last, err := res.LastInsertId()
+		if err != nil {
+			return fmt.Errorf("inserting items: %w", err)
+		}
+		for j := range batch {
+			seqs[done+j] = last - int64(len(batch)-1-j)
+		}
+		done += len(batch)
+	}
+
+	// Queue rows; INSERT OR IGNORE skips those whose key is still pending.
+	var inserted int64
+	for done := 0; done < len(plan.rows); {
+		k := batchLevel(len(plan.rows) - done)
+		batch := plan.rows[done : done+1<<k]
+		args = args[:0]
+		for _, r := range batch {
+			e := plan.items[r.item]
+			args = append(args, r.service, seqs[r.item], int64(e.Kind), e.Key)
+		}
+		res, err := tx.StmtContext(ctx, s.st.insertQueue[k]).ExecContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("queueing items: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("queueing items: %w", err)
+		}
+		inserted += n
+		done += len(batch)
+	}
+
+	counts := plan.counts
+	if inserted != int64(len(plan.rows)) {
+		// Some keys were still pending: count what was queued, and drop the
+		// items that nobody took.
+		first, last := seqs[0], seqs[len(seqs)-1]
+		var err error
+		if counts, err = s.countAppended(ctx, tx, first, last); err != nil {
+			return err
+		}
+		if _, err := tx.StmtContext(ctx, s.st.deleteUnwanted).ExecContext(ctx, first, last); err != nil {
+			return fmt.Errorf("deleting items already pending: %w", err)
+		}
+	}
+	for _, svc := range plan.services {
+		if n := counts[svc]; n > 0 {
+			if _, err := tx.StmtContext(ctx, s.st.addQueued).ExecContext(ctx, svc, n); err != nil {
+				return fmt.Errorf("counting queued items of %q: %w", svc, err)
+			}
+		}
+	}
+	return nil
+}
+
+// countAppended counts the queue rows per service with seq in [first, last].
+func (s *Store) countAppended(ctx context.Context, tx *sql.Tx, first, last int64) (map[string]int, error) {
+	rows, err := tx.StmtContext(ctx, s.st.countAppended).QueryContext(ctx, first, last)
+	if err != nil {
+		return nil, fmt.Errorf("counting queued items: %w", err)
+	}
+	defer rows.Close()
+	counts := make(map[string]int)
+	for rows.Next() {
+		var svc string
+		var n int
+		if err := rows.Scan(&svc, &n); err != nil {
+			return nil, fmt.Errorf("counting queued items: %w", err)
+		}
+		counts[svc] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("counting queued items: %w", err)
+	}
+	return counts, nil
+}
+
+// Claim implements store.Store. A lease runs from the call for ttl by the
+// store's clock. A holder that claims after its lease expired, with no
+// other claim in between, gets a new epoch like any new owner.
+func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Duration) (store.Epoch, error) {
+	const op = "error claiming lease"
+	release, err := s.enter(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	defer release()
+	switch {
+	case service == "":
+		return 0, fmt.Errorf("%s: %w", op, invalid("empty service ID"))
+	case owner == "":
+		return 0, fmt.Errorf("%s on %q: %w", op, service, invalid("empty owner"))
+	case ttl <= 0:
+		return 0, fmt.Errorf("%s on %q: %w", op, service, invalid("ttl %v is not positive", ttl))
+	}
+	now := s.now().UnixNano()
+	expires := now + ttl.Nanoseconds()
+	if expires < now {
+		expires = math.MaxInt64
+	}
+	var granted store.Epoch
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.StmtContext(ctx, s.st.ensureService).ExecContext(ctx, service); err != nil {
+			return err
+		}
+		var curOwner string
+		var curEpoch, curExpires, maxEpoch int64
+		if err := tx.StmtContext(ctx, s.st.lease).QueryRowContext(ctx, service).
+			Scan(&curOwner, &curEpoch, &curExpires, &maxEpoch); err != nil {
+			return err
+		}
+		if curEpoch != 0 && now < curExpires {
+			if curOwner != owner {
+				return fmt.Errorf("service %q is leased to %q until %s: %w",
+					service, curOwner, time.Unix(0, curExpires).UTC().Format(time.RFC3339Nano), store.ErrLeaseHeld)
+			}
+			if _, err := tx.StmtContext(ctx, s.st.extend).ExecContext(ctx, expires, service); err != nil {
+				return err
+			}
+			granted = store.Epoch(curEpoch)
+			return nil
+		}
+		if maxEpoch == math.MaxInt64 {
+			return fmt.Errorf("service %q: lease epochs exhausted", service)
+		}
+		next := maxEpoch + 1
+		if _, err := tx.StmtContext(ctx, s.st.grant).ExecContext(ctx, owner, next, expires, next, service); err != nil {
+			return err
+		}
+		granted = store.Epoch(next)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	return granted, nil
+}
+
+// Release implements store.Store.
+func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) error {
+	const op = "error releasing lease"
+	release, err := s.enter(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer release()
+	if service == "" {
+		return fmt.Errorf("%s: %w", op, invalid("empty service ID"))
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
+			return err
+		}
+		_, err := tx.StmtContext(ctx, s.st.release).ExecContext(ctx, service)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s on %q: %w", op, service, err)
+	}
+	return nil
+}
+
+// NextTxn implements store.Store. It reads the oldest queued items in one
+// query and binds them by moving the service's bound mark past them, so
+// forming a transaction writes one txns row and one services row whatever
+// its size.
+func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
+	const op = "error forming transaction"
+	release, err := s.enter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	defer release()
+	switch {
+	case service == "":
+		return nil, fmt.Errorf("%s: %w", op, invalid("empty service ID"))
+	case lim.MaxItems < 1:
+		return nil, fmt.Errorf("%s for %q: %w", op, service, invalid("Limits.MaxItems is %d: must be at least 1", lim.MaxItems))
+	case lim.MaxBytes < 1:
+		return nil, fmt.Errorf("%s for %q: %w", op, service, invalid("Limits.MaxBytes is %d: must be at least 1", lim.MaxBytes))
+	}
+	var txn *store.Txn
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		var curEpoch, lastID, bound, queued int64
+		err := tx.StmtContext(ctx, s.st.serviceForTxn).QueryRowContext(ctx, service).
+			Scan(&curEpoch, &lastID, &bound, &queued)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if curEpoch == 0 || store.Epoch(curEpoch) != epoch {
+			return staleEpoch(epoch)
+		}
+		if queued <= 0 {
+			return nil
+		}
+		items, err := s.readQueued(ctx, tx, service, bound, lim)
+		if err != nil || len(items) == 0 {
+			return err
+		}
+		id := lastID + 1
+		if lastID == 0 {
+			// The first ID of a service: the clock, so that a new file
+			// does not repeat the IDs of one deleted before it.
+			id = max(s.now().UnixMicro(), 1)
+		}
+		created := s.now().UnixNano()
+		hash := store.HashItems(items)
+		firstSeq, lastSeq := items[0].Seq, items[len(items)-1].Seq
+		if _, err := tx.StmtContext(ctx, s.st.insertTxn).
+			ExecContext(ctx, service, id, format, hash, created, firstSeq, lastSeq); err != nil {
+			return fmt.Errorf("storing transaction: %w", err)
+		}
+		if _, err := tx.StmtContext(ctx, s.st.bind).
+			ExecContext(ctx, id, lastSeq, len(items), service); err != nil {
+			return fmt.Errorf("binding items: %w", err)
+		}
+		txn = &store.Txn{
+			Service: service,
+			ID:      id,
+			Format:  format,
+			Hash:    hash,
+			Items:   items,
+			Created: time.Unix(0, created),
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s for %q: %w", op, service, err)
+	}
+	return txn, nil
+}
+
+// readQueued reads the oldest queued items of service (seq above bound)
+// that fit in lim.
+func (s *Store) readQueued(ctx context.Context, tx *sql.Tx, service string, bound int64, lim store.Limits) ([]store.Item, error) {
+	rows, err := tx.StmtContext(ctx, s.st.queuedItems).QueryContext(ctx, service, bound, lim.MaxItems)
+	if err != nil {
+		return nil, fmt.Errorf("reading queued items: %w", err)
+	}
+	defer rows.Close()
+	items := make([]store.Item, 0, min(lim.MaxItems, 128))
+	size := 0
+	for rows.Next() {
+		it, err := scanItem(rows)
+		if err != nil {
+			return nil, fmt.Errorf("reading queued items: %w", err)
+		}
+		if len(items) > 0 && len(it.Data) > lim.MaxBytes-size {
+			break
+		}
+		size += len(it.Data)
+		items = append(items, it)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading queued items: %w", err)
+	}
+	return items, nil
+}
+
+// scanItem scans a row of seq, kind, key, data.
+func scanItem(rows *sql.Rows) (store.Item, error) {
+	var it store.Item
+	var kind int64
+	err := rows.Scan(&it.Seq, &kind, &it.Key, &it.Data)
+	it.Kind = store.Kind(kind)
+	return it, err
+}
+
+// Txns implements store.Store. It reads the transactions and then all their
+// items in one range query: transactions bind consecutive ranges of the
+// service's queue in ID order.
+func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Txn, error) {
+	const op = "error listing transactions"
+	release, err := s.enter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	defer release()
+	if service == "" {
+		return nil, fmt.Errorf("%s: %w", op, invalid("empty service ID"))
+	}
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	var txns []store.Txn
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		var ranges [][2]int64
+		rows, err := tx.StmtContext(ctx, s.st.listTxns).QueryContext(ctx, service, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			t := store.Txn{Service: service}
+			var created, first, last int64
+			if err := rows.Scan(&t.ID, &t.Format, &t.Hash, &created, &first, &last); err != nil {
+				return err
+			}
+			t.Created = time.Unix(0, created)
+			txns = append(txns, t)
+			ranges = append(ranges, [2]int64{first, last})
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if len(txns) == 0 {
+			return nil
+		}
+
+		items, err := tx.StmtContext(ctx, s.st.rangeItems).
+			QueryContext(ctx, service, ranges[0][0], ranges[len(ranges)-1][1])
+		if err != nil {
+			return err
+		}
+		defer items.Close()
+		j := 0
+		for items.Next() {
+			it, err := scanItem(items)
+			if err != nil {
+				return err
+			}
+			for j < len(ranges) && it.Seq > ranges[j][1] {
+				j++
+			}
+			if j == len(ranges) {
+				break
+			}
+			if it.Seq >= ranges[j][0] {
+				txns[j].Items = append(txns[j].Items, it)
+			}
+		}
+		return items.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s of %q: %w", op, service, err)
+	}
+	return txns, nil
+}
+
+// Complete implements store.Store.
+func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
+	const op = "error completing transaction"
+	release, err := s.enter(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer release()
+	if service == "" {
+		return fmt.Errorf("%s: %w", op, invalid("empty service ID"))
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
+			return err
+		}
+		var first, last int64
+		err := tx.StmtContext(ctx, s.st.txnRange).QueryRowContext(ctx, service, id).Scan(&first, &last)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // unknown or already completed
+		}
+		if err != nil {
+			return err
+		}
+		// Items first, while the queue rows still say which are ours.
+		if _, err := tx.StmtContext(ctx, s.st.deleteTxnItems).ExecContext(ctx, service, first, last, service); err != nil {
+			return fmt.Errorf("deleting items: %w", err)
+		}
+		if _, err := tx.StmtContext(ctx, s.st.deleteTxnQueue).ExecContext(ctx, service, first, last); err != nil {
+			return fmt.Errorf("deleting queue rows: %w", err)
+		}
+		if _, err := tx.StmtContext(ctx, s.st.deleteTxn).ExecContext(ctx, service, id); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s %d of %q: %w", op, id, service, err)
+	}
+	return nil
+}
+
+// Backlogs implements store.Store.
+func (s *Store) Backlogs(ctx context.Context) ([]store.Backlog, error) {
+	const op = "error listing backlogs"
+	release, err := s.enter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	defer release()
+	rows, err := s.st.backlogs.QueryContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	defer rows.Close()
+	var out []store.Backlog
+	for rows.Next() {
+		var b store.Backlog
+		var oldest int64
+		if err := rows.Scan(&b.Service, &b.Txns, &b.Queued, &oldest); err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		b.Oldest = time.Unix(0, oldest)
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w: %w", cerr, err)
+		}
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return out, nil
+}
+
+// Purge implements store.Store. The service's lease and last transaction ID
+// are kept.
+func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) error {
+	const op = "error purging service"
+	release, err := s.enter(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer release()
+	if service == "" {
+		return fmt.Errorf("%s: %w", op, invalid("empty service ID"))
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
+			return err
+		}
+		if _, err := tx.StmtContext(ctx, s.st.purgeItems).ExecContext(ctx, service, service); err != nil {
+			return fmt.Errorf("deleting items: %w", err)
+		}
+		for _, st := range []*sql.Stmt{s.st.purgeQueue, s.st.purgeTxns, s.st.purgeService} {
+			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, service); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", op, service, err)
+	}
+	return nil
+}

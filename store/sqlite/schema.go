@@ -1,0 +1,134 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// applicationID marks a file as an asdeliver store (PRAGMA application_id,
+// "asdv"), so that Open refuses a database that belongs to something else.
+const applicationID = 0x61736476
+
+// migrations are the schema changes, in order: migrations[i] takes a file
+// from schema version i to i+1 (PRAGMA user_version). Append to the list;
+// never edit an entry that has been released.
+var migrations = []string{
+	// 1: the initial schema.
+	//
+	// items holds each item's bytes once. AUTOINCREMENT keeps seq from being
+	// reused after the newest items are deleted, so seq orders appends for
+	// the life of the file.
+	//
+	// queue has one row per item and service that wants it, pending until
+	// the service completes the transaction that holds it (or purges).
+	// Rows of a service with seq <= services.bound_seq are bound to a
+	// transaction, the others are queued: transactions bind the oldest rows
+	// and appends always get higher seqs, so a transaction's rows are
+	// exactly the service's rows in [txns.first_seq, txns.last_seq] and
+	// forming one writes no queue row. kind and key are copied from the item
+	// for the unique index that deduplicates pending keys.
+	//
+	// services keeps what must outlive the service's queue: the last
+	// transaction ID, the lease and the highest epoch ever granted, and a
+	// count of queued rows so that Backlogs does not count them.
+	`
+CREATE TABLE items (
+	seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+	kind    INTEGER NOT NULL,
+	key     TEXT    NOT NULL,
+	data    BLOB    NOT NULL,
+	created INTEGER NOT NULL -- unix nanoseconds
+);
+
+CREATE TABLE queue (
+	service TEXT    NOT NULL,
+	seq     INTEGER NOT NULL,
+	kind    INTEGER NOT NULL,
+	key     TEXT    NOT NULL,
+	PRIMARY KEY (service, seq)
+) WITHOUT ROWID;
+
+CREATE INDEX queue_by_seq ON queue (seq);
+
+CREATE UNIQUE INDEX queue_pending_key ON queue (service, kind, key) WHERE key <> '';
+
+CREATE TABLE txns (
+	service   TEXT    NOT NULL,
+	id        INTEGER NOT NULL,
+	format    INTEGER NOT NULL,
+	hash      BLOB    NOT NULL,
+	created   INTEGER NOT NULL, -- unix nanoseconds
+	first_seq INTEGER NOT NULL,
+	last_seq  INTEGER NOT NULL,
+	PRIMARY KEY (service, id)
+) WITHOUT ROWID;
+
+CREATE TABLE services (
+	service       TEXT    NOT NULL PRIMARY KEY,
+	last_txn_id   INTEGER NOT NULL DEFAULT 0,
+	bound_seq     INTEGER NOT NULL DEFAULT 0,
+	queued        INTEGER NOT NULL DEFAULT 0,
+	lease_owner   TEXT    NOT NULL DEFAULT '',
+	lease_epoch   INTEGER NOT NULL DEFAULT 0, -- 0: no lease granted
+	lease_expires INTEGER NOT NULL DEFAULT 0, -- unix nanoseconds
+	max_epoch     INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+`,
+}
+
+// schemaVersion is the version this code writes and reads.
+var schemaVersion = len(migrations)
+
+// migrate brings the schema of db up to schemaVersion, each step in its own
+// transaction together with the new version number. It refuses a file whose
+// version is newer, and a file that has tables but is not an asdeliver
+// store.
+func migrate(ctx context.Context, db *sql.DB) error {
+	var version, appID int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	if err := db.QueryRowContext(ctx, "PRAGMA application_id").Scan(&appID); err != nil {
+		return fmt.Errorf("reading application id: %w", err)
+	}
+	if appID != 0 && appID != applicationID {
+		return fmt.Errorf("not an asdeliver store: application_id is %#x", appID)
+	}
+	if version > schemaVersion {
+		return fmt.Errorf("%w: the file has schema version %d, this version of asdeliver knows versions up to %d: upgrade asdeliver", ErrSchemaTooNew, version, schemaVersion)
+	}
+	if version == 0 {
+		var tables int
+		if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&tables); err != nil {
+			return fmt.Errorf("reading schema: %w", err)
+		}
+		if tables != 0 {
+			return fmt.Errorf("not an asdeliver store: the file has tables but no schema version")
+		}
+	}
+	for v := version; v < schemaVersion; v++ {
+		err := func() error {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = tx.Rollback() }()
+			if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+				return err
+			}
+			// PRAGMA takes no parameters; both values are ours.
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA application_id = %d", applicationID)); err != nil {
+				return err
+			}
+			return tx.Commit()
+		}()
+		if err != nil {
+			return fmt.Errorf("migrating schema from version %d to %d: %w", v, v+1, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,378 @@
+// Package sqlite is the embedded default store of the asdeliver scheduler: a
+// store.Store kept in one SQLite file (github.com/mattn/go-sqlite3, cgo).
+//
+// Guarantees:
+//
+//   - Durability: every method that changes state does so in one SQLite
+//     transaction, committed in WAL mode with synchronous=FULL by default,
+//     so what a method reported as done survives a crash of the process and,
+//     with the default, a power loss. Either all of a call's changes are
+//     stored or none.
+//   - One owner: Open takes an exclusive, non-blocking lock on a side file
+//     (path + ".lock"). A second Open of the same file, in this process or
+//     another, fails at once with an error matching ErrLocked, so two
+//     schedulers never deliver from one file. The lock is released by Close
+//     or when the process ends.
+//   - Transaction IDs never repeat: they are stored per service and keep
+//     increasing across reopen, also when nothing is pending, and a
+//     service's first ID is the current time in microseconds, so even a
+//     deleted and recreated file does not hand an application service an ID
+//     it has already seen.
+//   - Item bytes are written once, however many services want the item, and
+//     deleted when the last of them completes or purges it.
+//   - The schema is versioned and migrated forward by Open; a file written
+//     by a newer version is refused with ErrSchemaTooNew rather than misread.
+//
+// A Store is safe for concurrent use. It serialises its calls on one SQLite
+// connection, which is both correct (SQLite has one writer at a time) and the
+// fastest arrangement for a write-heavy queue.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// ErrLocked is returned (wrapped, with the path) by Open and OpenWithOptions
+// when another Store, in this process or another, has the file open.
+var ErrLocked = errors.New("sqlite: database file is in use by another scheduler")
+
+// ErrSchemaTooNew is returned (wrapped, naming both versions) by Open and
+// OpenWithOptions when the file was written by a newer version of this
+// package, whose schema this version does not know. Upgrade the program.
+var ErrSchemaTooNew = errors.New("sqlite: database schema is newer than this version supports")
+
+// Synchronous says how hard SQLite works to make a commit durable before the
+// call that made it returns.
+type Synchronous int
+
+const (
+	// SynchronousFull makes every commit survive a power loss or an
+	// operating system crash: SQLite syncs the write-ahead log at each
+	// commit. It is the zero value and the default.
+	SynchronousFull Synchronous = iota
+	// SynchronousNormal makes commits survive a crash of the process (a
+	// kill -9 loses nothing), but in WAL mode a power loss or an operating
+	// system crash may lose the last commits: SQLite syncs only at
+	// checkpoints. Faster; pick it only if the homeserver's own database
+	// makes the same trade.
+	SynchronousNormal
+)
+
+// String returns the SQLite name of the mode: "FULL" or "NORMAL".
+func (s Synchronous) String() string {
+	switch s {
+	case SynchronousFull:
+		return "FULL"
+	case SynchronousNormal:
+		return "NORMAL"
+	}
+	return fmt.Sprintf("Synchronous(%d)", int(s))
+}
+
+// DefaultBusyTimeout is the default of Options.BusyTimeout.
+const DefaultBusyTimeout = 5 * time.Second
+
+// journalSizeLimit caps the write-ahead log file left on disk after a
+// checkpoint, so that one burst does not keep a huge file around.
+const journalSizeLimit = 64 << 20
+
+// cacheSizeKiB is SQLite's page cache per connection (PRAGMA cache_size, in
+// KiB when negative). The default 2 MiB is small for the random lookups of
+// the deduplication index under a backlog. SQLite fills it only as pages
+// are read, so a small store stays small in memory.
+const cacheSizeKiB = 32 << 10
+
+// walAutocheckpointPages is how many pages the write-ahead log holds before
+// SQLite copies them into the database file (PRAGMA wal_autocheckpoint).
+// Fewer, larger checkpoints sync less often and write a page changed by
+// several commits once. 8192 pages of 4 KiB is 32 MiB.
+const walAutocheckpointPages = 8192
+
+// Options tune OpenWithOptions. The zero value means the defaults, which is
+// what Open uses.
+type Options struct {
+	// Synchronous chooses the durability of a commit: SynchronousFull
+	// survives a power loss, SynchronousNormal only a process crash.
+	// Defaults to SynchronousFull.
+	Synchronous Synchronous
+	// BusyTimeout is how long a statement waits for a lock held by another
+	// connection to the file (say, an operator's sqlite3 shell) before it
+	// fails. Defaults to DefaultBusyTimeout (5s); must not be negative.
+	BusyTimeout time.Duration
+}
+
+// Store is a store.Store kept in one SQLite file. Create it with Open or
+// OpenWithOptions and release it with Close.
+type Store struct {
+	path string
+
+	// mu guards closed: methods hold it for reading while they run, Close
+	// takes it for writing, so Close waits for calls in flight and every
+	// later call sees closed.
+	mu     sync.RWMutex
+	closed bool
+
+	db   *sql.DB
+	lock *os.File
+	st   *statements
+
+	// now is the clock; tests replace it.
+	now func() time.Time
+}
+
+var (
+	_ store.Store = (*Store)(nil)
+	_ io.Closer   = (*Store)(nil)
+)
+
+// Open opens the store in the SQLite file at path, creating the file if it
+// does not exist, takes an exclusive lock on it and migrates its schema. It
+// is OpenWithOptions(path, Options{}). A second Open of the same path while
+// this one is open fails with an error matching ErrLocked; a file written by
+// a newer version fails with ErrSchemaTooNew.
+func Open(path string) (*Store, error) {
+	return OpenWithOptions(path, Options{})
+}
+
+// OpenWithOptions is Open with options. Beside the file at path it keeps
+// path + ".lock" (the lock; left on disk after Close) and SQLite's
+// path + "-wal" and path + "-shm".
+func OpenWithOptions(path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("error opening sqlite store: empty path: pass the name of the database file")
+	}
+	if opts.Synchronous != SynchronousFull && opts.Synchronous != SynchronousNormal {
+		return nil, fmt.Errorf("error opening sqlite store: Options.Synchronous is %v: use SynchronousFull or SynchronousNormal", opts.Synchronous)
+	}
+	if opts.BusyTimeout < 0 {
+		return nil, fmt.Errorf("error opening sqlite store: Options.BusyTimeout is negative (%v): use 0 for the default", opts.BusyTimeout)
+	}
+	if opts.BusyTimeout == 0 {
+		opts.BusyTimeout = DefaultBusyTimeout
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("error opening sqlite store %s: %w", path, err)
+	}
+
+	// Lock before SQLite touches the file, so two openers never migrate or
+	// write concurrently.
+	lock, err := lockFile(abs)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{path: abs, lock: lock, now: time.Now}
+	if err := s.open(opts); err != nil {
+		if s.db != nil {
+			_ = s.db.Close()
+		}
+		_ = lock.Close()
+		return nil, fmt.Errorf("error opening sqlite store %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// lockFile creates or opens path + ".lock" and takes an exclusive flock on
+// it. flock locks belong to the open file description, so a second open in
+// the same process conflicts as well as one in another process.
+func lockFile(path string) (*os.File, error) {
+	name := path + ".lock"
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("error opening sqlite store %s: creating lock file: %w", path, err)
+	}
+	held, err := flockExclusive(f)
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("error opening sqlite store %s: locking %s: %w", path, name, err)
+	}
+	if held {
+		_ = f.Close()
+		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+	}
+	return f, nil
+}
+
+// open opens the database, checks the pragmas, migrates and prepares the
+// statements.
+func (s *Store) open(opts Options) error {
+	s.db = sql.OpenDB(&connector{
+		dsn:     dsn(s.path),
+		pragmas: pragmas(opts),
+	})
+	// One connection: every call is serialised on it, the pragmas set by the
+	// connector hold for all of them, and prepared statements are prepared
+	// once. Keep it open for the life of the Store.
+	s.db.SetMaxOpenConns(1)
+	s.db.SetMaxIdleConns(1)
+	s.db.SetConnMaxLifetime(0)
+	s.db.SetConnMaxIdleTime(0)
+
+	ctx := context.Background()
+	var mode string
+	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return err
+	}
+	if mode != "wal" {
+		return fmt.Errorf("journal_mode is %q, not wal: is the file on a file system without shared memory support?", mode)
+	}
+	if err := migrate(ctx, s.db); err != nil {
+		return err
+	}
+	// The file lock proves no other process has this file open, so every
+	// lease in it belongs to a holder that is gone (a crash, or a Close
+	// without Release). Free them, so a restarted scheduler claims its
+	// services at once instead of after the lease's ttl. max_epoch stays:
+	// the next grant still gets a higher epoch and old ones stay stale.
+	if _, err := s.db.ExecContext(ctx, `UPDATE services SET lease_owner = '', lease_epoch = 0, lease_expires = 0 WHERE lease_epoch != 0`); err != nil {
+		return fmt.Errorf("freeing the leases of earlier processes: %w", err)
+	}
+	if err := incrementalVacuum(ctx, s.db); err != nil {
+		return fmt.Errorf("incremental vacuum: %w", err)
+	}
+	st, err := prepare(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	s.st = st
+	return nil
+}
+
+// incrementalVacuum gives back to the file system the pages that a drained
+// backlog left free; cheap when there are none. The pragma frees pages as
+// it is stepped, so it is run as a query and read to the end.
+func incrementalVacuum(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, "PRAGMA incremental_vacuum")
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+	}
+	if err := rows.Err(); err != nil {
+		_ = rows.Close()
+		return err
+	}
+	return rows.Close()
+}
+
+// dsn is the go-sqlite3 data source name for the file at path: a URI, so
+// that any character is allowed in the path, with BEGIN IMMEDIATE for
+// transactions (a transaction takes the write lock at once instead of
+// failing on upgrade when another connection writes).
+func dsn(path string) string {
+	u := url.URL{Path: path}
+	return "file:" + u.EscapedPath() + "?_txlock=immediate"
+}
+
+// pragmas lists the statements that configure every new connection, in
+// order. auto_vacuum comes first: it only takes effect before the first
+// table is created.
+func pragmas(opts Options) []string {
+	return []string{
+		fmt.Sprintf("PRAGMA busy_timeout = %d", opts.BusyTimeout.Milliseconds()),
+		"PRAGMA auto_vacuum = INCREMENTAL",
+		"PRAGMA journal_mode = WAL",
+		"PRAGMA synchronous = " + opts.Synchronous.String(),
+		fmt.Sprintf("PRAGMA journal_size_limit = %d", journalSizeLimit),
+		fmt.Sprintf("PRAGMA cache_size = %d", -cacheSizeKiB),
+		fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutocheckpointPages),
+		// The schema keeps its references by code, not by foreign keys:
+		// checking them would cost a lookup per queued row.
+		"PRAGMA foreign_keys = OFF",
+	}
+}
+
+// connector opens go-sqlite3 connections and runs the pragmas on each, so
+// that a connection database/sql opens again after an error is configured
+// like the first.
+type connector struct {
+	dsn     string
+	pragmas []string
+}
+
+func (c *connector) Connect(context.Context) (driver.Conn, error) {
+	return c.Driver().Open(c.dsn)
+}
+
+func (c *connector) Driver() driver.Driver {
+	return &sqlite3.SQLiteDriver{ConnectHook: func(conn *sqlite3.SQLiteConn) error {
+		for _, p := range c.pragmas {
+			if _, err := conn.Exec(p, nil); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+		}
+		return nil
+	}}
+}
+
+// Close closes the database and releases the lock, after the calls in
+// flight have returned. Later calls of every method return store.ErrClosed.
+// Closing a closed Store does nothing and returns nil.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	if s.st != nil {
+		errs = append(errs, s.st.close())
+	}
+	errs = append(errs, s.db.Close())
+	// Only now that SQLite has closed the file may another opener have it.
+	errs = append(errs, s.lock.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("error closing sqlite store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// enter starts a method call: it checks ctx, then that the store is open,
+// and holds the store open until the returned function is called.
+func (s *Store) enter(ctx context.Context) (func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, store.ErrClosed
+	}
+	return s.mu.RUnlock, nil
+}
+
+// inTx runs fn in one SQLite transaction and commits it, or rolls it back
+// when fn fails. When ctx ended during the call, the error matches ctx's
+// error whatever the driver reported.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err == nil {
+		err = fn(tx)
+		if err != nil {
+			_ = tx.Rollback()
+		} else {
+			err = tx.Commit()
+		}
+	}
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			return fmt.Errorf("%w: %w", cerr, err)
+		}
+	}
+	return err
+}

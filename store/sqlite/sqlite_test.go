@@ -1,0 +1,778 @@
+package sqlite
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/asdeliver/scheduler/store"
+	"github.com/asdeliver/scheduler/store/storetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return newStore(t)
+	})
+}
+
+func TestStoreReopen(t *testing.T) {
+	storetest.RunReopen(t, func(t *testing.T, dir string) store.Store {
+		s, err := Open(filepath.Join(dir, "asdeliver.db"))
+		require.NoError(t, err)
+		return s
+	})
+}
+
+// dbPath returns the path of a database file in a fresh directory.
+func dbPath(t testing.TB) string {
+	return filepath.Join(t.TempDir(), "asdeliver.db")
+}
+
+// openStore opens the store at path and closes it when t ends.
+func openStore(t testing.TB, path string, opts Options) *Store {
+	t.Helper()
+	s, err := OpenWithOptions(path, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	return s
+}
+
+// newStore opens a store in a fresh directory.
+func newStore(t testing.TB) *Store {
+	return openStore(t, dbPath(t), Options{})
+}
+
+func entry(key, data string, services ...string) store.Entry {
+	return store.Entry{
+		Item:     store.Item{Kind: store.KindEvent, Key: key, Data: []byte(data)},
+		Services: services,
+	}
+}
+
+var lots = store.Limits{MaxItems: 1 << 20, MaxBytes: 1 << 30}
+
+// count returns the number of rows of table.
+func count(t *testing.T, s *Store, table string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, s.db.QueryRow("SELECT count(*) FROM "+table).Scan(&n))
+	return n
+}
+
+// pragma returns the value of a pragma on the store's connection.
+func pragma[T any](t *testing.T, s *Store, name string) T {
+	t.Helper()
+	var v T
+	require.NoError(t, s.db.QueryRow("PRAGMA "+name).Scan(&v))
+	return v
+}
+
+func TestOpenAppliesPragmas(t *testing.T) {
+	s := newStore(t)
+	require.Equal(t, "wal", pragma[string](t, s, "journal_mode"))
+	require.Equal(t, 2, pragma[int](t, s, "auto_vacuum"), "auto_vacuum should be INCREMENTAL (2)")
+	require.Equal(t, 2, pragma[int](t, s, "synchronous"), "synchronous should default to FULL (2)")
+	require.Equal(t, 5000, pragma[int](t, s, "busy_timeout"))
+	require.Equal(t, journalSizeLimit, pragma[int](t, s, "journal_size_limit"))
+	require.Equal(t, schemaVersion, pragma[int](t, s, "user_version"))
+	require.Equal(t, applicationID, pragma[int](t, s, "application_id"))
+}
+
+func TestOpenWithOptionsAppliesSynchronousAndBusyTimeout(t *testing.T) {
+	path := dbPath(t)
+	s, err := OpenWithOptions(path, Options{Synchronous: SynchronousNormal, BusyTimeout: 1500 * time.Millisecond})
+	require.NoError(t, err)
+	require.Equal(t, 1, pragma[int](t, s, "synchronous"), "synchronous should be NORMAL (1)")
+	require.Equal(t, 1500, pragma[int](t, s, "busy_timeout"))
+	require.NoError(t, s.Close())
+
+	// The option is per open, not stored in the file.
+	s = openStore(t, path, Options{})
+	require.Equal(t, 2, pragma[int](t, s, "synchronous"))
+	// auto_vacuum was set before the first table and stays.
+	require.Equal(t, 2, pragma[int](t, s, "auto_vacuum"))
+}
+
+func TestOpenWithOptionsRejectsBadOptions(t *testing.T) {
+	for name, opts := range map[string]Options{
+		"unknown synchronous":  {Synchronous: 7},
+		"negative busytimeout": {BusyTimeout: -time.Second},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := OpenWithOptions(dbPath(t), opts)
+			require.Error(t, err)
+		})
+	}
+	_, err := Open("")
+	require.Error(t, err)
+}
+
+func TestOpenTwiceInOneProcessFailsWithErrLocked(t *testing.T) {
+	path := dbPath(t)
+	s, err := Open(path)
+	require.NoError(t, err)
+
+	_, err = Open(path)
+	require.ErrorIs(t, err, ErrLocked)
+	require.Contains(t, err.Error(), "database file is in use by another scheduler: "+path)
+
+	// The same file by another name is the same lock.
+	rel, err := filepath.Rel(mustGetwd(t), path)
+	require.NoError(t, err)
+	_, err = Open(rel)
+	require.ErrorIs(t, err, ErrLocked)
+
+	// The failed opens did not disturb the first.
+	require.NoError(t, s.Append(t.Context(), []store.Entry{entry("$1", "x", "a")}))
+	require.NoError(t, s.Close())
+
+	s2, err := Open(path)
+	require.NoError(t, err, "Close must release the lock")
+	require.NoError(t, s2.Close())
+}
+
+func mustGetwd(t *testing.T) string {
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	return wd
+}
+
+// lockHelperEnv, when set, makes TestLockHelperProcess act as the other
+// process of TestOpenLockedAcrossProcesses: "hold:<path>" opens the store
+// and holds it until its stdin closes; "try:<path>" tries to open it.
+const lockHelperEnv = "ASDELIVER_SQLITE_LOCK_HELPER"
+
+func TestLockHelperProcess(t *testing.T) {
+	arg := os.Getenv(lockHelperEnv)
+	if arg == "" {
+		t.Skip("run as a child process by TestOpenLockedAcrossProcesses")
+	}
+	mode, path, _ := strings.Cut(arg, ":")
+	s, err := Open(path)
+	switch {
+	case mode == "try" && errors.Is(err, ErrLocked):
+		fmt.Println("result: locked")
+		return
+	case err != nil:
+		fmt.Println("result: error:", err)
+		return
+	case mode == "try":
+		fmt.Println("result: opened")
+	case mode == "hold":
+		fmt.Println("result: holding")
+		_, _ = io.Copy(io.Discard, os.Stdin)
+	}
+	if err := s.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
+}
+
+// helper starts this test binary as TestLockHelperProcess in mode on path
+// and returns its "result: " line, its stdin and a function that waits for
+// it to end.
+func helper(t *testing.T, mode, path string) (result string, stdin io.WriteCloser, wait func()) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), lockHelperEnv+"="+mode+":"+path)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	var once sync.Once
+	wait = func() {
+		once.Do(func() {
+			_ = stdin.Close()
+			_, _ = io.Copy(io.Discard, stdout)
+			require.NoError(t, cmd.Wait())
+		})
+	}
+	t.Cleanup(wait)
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if r, ok := strings.CutPrefix(sc.Text(), "result: "); ok {
+			return r, stdin, wait
+		}
+	}
+	t.Fatalf("helper process (%s) ended without a result: %v", mode, sc.Err())
+	return "", nil, nil
+}
+
+func TestOpenLockedAcrossProcesses(t *testing.T) {
+	t.Run("ChildHoldsParentFails", func(t *testing.T) {
+		path := dbPath(t)
+		result, _, wait := helper(t, "hold", path)
+		require.Equal(t, "holding", result)
+
+		_, err := Open(path)
+		require.ErrorIs(t, err, ErrLocked)
+
+		wait() // the child closes the store and exits
+		s, err := Open(path)
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+	})
+	t.Run("ParentHoldsChildFails", func(t *testing.T) {
+		path := dbPath(t)
+		s, err := Open(path)
+		require.NoError(t, err)
+		result, _, wait := helper(t, "try", path)
+		require.Equal(t, "locked", result)
+		wait()
+
+		require.NoError(t, s.Close())
+		result, _, wait = helper(t, "try", path)
+		require.Equal(t, "opened", result)
+		wait()
+	})
+}
+
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	path := dbPath(t)
+	s, err := Open(path)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+
+	raw, err := sql.Open("sqlite3", path)
+	require.NoError(t, err)
+	_, err = raw.Exec("PRAGMA user_version = 99")
+	require.NoError(t, err)
+	require.NoError(t, raw.Close())
+
+	_, err = Open(path)
+	require.ErrorIs(t, err, ErrSchemaTooNew)
+	require.Contains(t, err.Error(), "99")
+	require.Contains(t, err.Error(), fmt.Sprintf("up to %d", schemaVersion))
+
+	// The failed open released the lock.
+	_, err = Open(path)
+	require.ErrorIs(t, err, ErrSchemaTooNew)
+}
+
+func TestOpenRefusesForeignDatabase(t *testing.T) {
+	path := dbPath(t)
+	raw, err := sql.Open("sqlite3", path)
+	require.NoError(t, err)
+	_, err = raw.Exec("CREATE TABLE events (id TEXT)")
+	require.NoError(t, err)
+	require.NoError(t, raw.Close())
+
+	_, err = Open(path)
+	require.ErrorContains(t, err, "not an asdeliver store")
+}
+
+func TestOpenMigratesAndKeepsData(t *testing.T) {
+	path := dbPath(t)
+	s, err := Open(path)
+	require.NoError(t, err)
+	require.NoError(t, s.Append(t.Context(), []store.Entry{entry("$1", "one", "a")}))
+	require.NoError(t, s.Close())
+
+	s = openStore(t, path, Options{})
+	e, err := s.Claim(t.Context(), "a", "o", time.Hour)
+	require.NoError(t, err)
+	txn, err := s.NextTxn(t.Context(), "a", e, 1, lots)
+	require.NoError(t, err)
+	require.NotNil(t, txn)
+	require.Equal(t, "one", string(txn.Items[0].Data))
+}
+
+func TestOpenReturnsFreePagesToTheFileSystem(t *testing.T) {
+	path := dbPath(t)
+	s, err := Open(path)
+	require.NoError(t, err)
+	ctx := t.Context()
+	big := strings.Repeat("x", 64<<10)
+	var entries []store.Entry
+	for i := range 64 {
+		entries = append(entries, entry(fmt.Sprintf("$%d", i), big, "a"))
+	}
+	require.NoError(t, s.Append(ctx, entries))
+	e, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, s.Purge(ctx, "a", e))
+	require.Greater(t, pragma[int](t, s, "freelist_count"), 1000)
+	require.NoError(t, s.Close())
+
+	s = openStore(t, path, Options{})
+	require.Equal(t, 0, pragma[int](t, s, "freelist_count"))
+}
+
+func TestCloseIsIdempotentAndLaterCallsFailWithErrClosed(t *testing.T) {
+	s, err := Open(dbPath(t))
+	require.NoError(t, err)
+	e, err := s.Claim(t.Context(), "a", "o", time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	require.NoError(t, s.Close())
+
+	ctx := t.Context()
+	_, errNext := s.NextTxn(ctx, "a", e, 1, lots)
+	_, errTxns := s.Txns(ctx, "a", 0)
+	_, errBacklogs := s.Backlogs(ctx)
+	_, errClaim := s.Claim(ctx, "a", "o", time.Hour)
+	for name, err := range map[string]error{
+		"Append":   s.Append(ctx, []store.Entry{entry("$1", "x", "a")}),
+		"Claim":    errClaim,
+		"Release":  s.Release(ctx, "a", e),
+		"NextTxn":  errNext,
+		"Txns":     errTxns,
+		"Complete": s.Complete(ctx, "a", e, 1),
+		"Backlogs": errBacklogs,
+		"Purge":    s.Purge(ctx, "a", e),
+	} {
+		require.ErrorIs(t, err, store.ErrClosed, name)
+	}
+}
+
+func TestCanceledContextChangesNothing(t *testing.T) {
+	s := newStore(t)
+	require.NoError(t, s.Append(t.Context(), []store.Entry{entry("$1", "x", "a")}))
+	e, err := s.Claim(t.Context(), "a", "o", time.Hour)
+	require.NoError(t, err)
+	txn, err := s.NextTxn(t.Context(), "a", e, 1, store.Limits{MaxItems: 1, MaxBytes: 10})
+	require.NoError(t, err)
+	require.NoError(t, s.Append(t.Context(), []store.Entry{entry("$2", "y", "a")}))
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, errNext := s.NextTxn(ctx, "a", e, 1, lots)
+	_, errTxns := s.Txns(ctx, "a", 0)
+	_, errBacklogs := s.Backlogs(ctx)
+	_, errClaim := s.Claim(ctx, "a", "p", time.Hour)
+	for name, err := range map[string]error{
+		"Append":   s.Append(ctx, []store.Entry{entry("$3", "z", "a")}),
+		"Claim":    errClaim,
+		"Release":  s.Release(ctx, "a", e),
+		"NextTxn":  errNext,
+		"Txns":     errTxns,
+		"Complete": s.Complete(ctx, "a", e, txn.ID),
+		"Backlogs": errBacklogs,
+		"Purge":    s.Purge(ctx, "a", e),
+	} {
+		require.ErrorIs(t, err, context.Canceled, name)
+	}
+
+	bl, err := s.Backlogs(t.Context())
+	require.NoError(t, err)
+	require.Len(t, bl, 1)
+	require.Equal(t, 1, bl[0].Txns)
+	require.Equal(t, 1, bl[0].Queued)
+	e2, err := s.Claim(t.Context(), "a", "o", time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, e, e2, "the lease must still be o's")
+}
+
+func TestInvalidArgumentsFailWithErrInvalid(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	e, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	_, errClaim1 := s.Claim(ctx, "", "o", time.Hour)
+	_, errClaim2 := s.Claim(ctx, "a", "", time.Hour)
+	_, errClaim3 := s.Claim(ctx, "a", "o", 0)
+	_, errNext1 := s.NextTxn(ctx, "", e, 1, lots)
+	_, errNext2 := s.NextTxn(ctx, "a", e, 1, store.Limits{MaxItems: 0, MaxBytes: 1})
+	_, errNext3 := s.NextTxn(ctx, "a", e, 1, store.Limits{MaxItems: 1, MaxBytes: 0})
+	_, errTxns := s.Txns(ctx, "", 0)
+	for name, err := range map[string]error{
+		"Append no services": s.Append(ctx, []store.Entry{entry("$1", "x")}),
+		"Append no data":     s.Append(ctx, []store.Entry{entry("$1", "", "a")}),
+		"Append empty svc":   s.Append(ctx, []store.Entry{entry("$1", "x", "a", "")}),
+		"Claim no service":   errClaim1,
+		"Claim no owner":     errClaim2,
+		"Claim zero ttl":     errClaim3,
+		"Release":            s.Release(ctx, "", e),
+		"NextTxn no service": errNext1,
+		"NextTxn MaxItems":   errNext2,
+		"NextTxn MaxBytes":   errNext3,
+		"Txns":               errTxns,
+		"Complete":           s.Complete(ctx, "", e, 1),
+		"Purge":              s.Purge(ctx, "", e),
+	} {
+		require.ErrorIs(t, err, store.ErrInvalid, name)
+	}
+	require.Equal(t, 0, count(t, s, "items"))
+}
+
+func TestItemBytesStoredOnceAndDeletedWithLastService(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$1", "shared", "a", "b", "c")}))
+	require.Equal(t, 1, count(t, s, "items"))
+	require.Equal(t, 3, count(t, s, "queue"))
+
+	for i, svc := range []string{"b", "a", "c"} {
+		e, err := s.Claim(ctx, svc, "o", time.Hour)
+		require.NoError(t, err)
+		txn, err := s.NextTxn(ctx, svc, e, 1, lots)
+		require.NoError(t, err)
+		require.NoError(t, s.Complete(ctx, svc, e, txn.ID))
+		want := 1
+		if i == 2 {
+			want = 0
+		}
+		require.Equal(t, want, count(t, s, "items"), "after %s completed", svc)
+	}
+	require.Equal(t, 0, count(t, s, "queue"))
+	require.Equal(t, 0, count(t, s, "txns"))
+}
+
+func TestAppendDoesNotStoreItemNobodyWants(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$1", "first", "a", "b")}))
+	// Pending for both: the item must not be stored again.
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$1", "again", "b", "a"), entry("$2", "new", "a")}))
+	require.Equal(t, 2, count(t, s, "items"))
+	// Pending for a only: stored for c.
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$1", "for c", "a", "c")}))
+	require.Equal(t, 3, count(t, s, "items"))
+
+	bl, err := s.Backlogs(ctx)
+	require.NoError(t, err)
+	require.Len(t, bl, 3)
+	for i, want := range []struct {
+		svc    string
+		queued int
+	}{{"a", 2}, {"b", 1}, {"c", 1}} {
+		require.Equal(t, want.svc, bl[i].Service)
+		require.Equal(t, want.queued, bl[i].Queued, want.svc)
+	}
+}
+
+// TestAppendLargeBatch crosses every batch size of the multi-row inserts,
+// with keys repeated within the call and already pending.
+func TestAppendLargeBatch(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	const n = 1000
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$7", "early", "a")}))
+	var entries []store.Entry
+	for i := range n {
+		svcs := []string{"a"}
+		if i%3 == 0 {
+			svcs = append(svcs, "b", "a") // a listed twice
+		}
+		entries = append(entries, entry(fmt.Sprintf("$%d", i%(n-5)), fmt.Sprintf("data %d", i), svcs...))
+	}
+	require.NoError(t, s.Append(ctx, entries))
+
+	ea, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	eb, err := s.Claim(ctx, "b", "o", time.Hour)
+	require.NoError(t, err)
+
+	var got []string
+	for {
+		txn, err := s.NextTxn(ctx, "a", ea, 1, store.Limits{MaxItems: 100, MaxBytes: 1 << 20})
+		require.NoError(t, err)
+		if txn == nil {
+			break
+		}
+		for _, it := range txn.Items {
+			got = append(got, string(it.Data))
+		}
+		require.NoError(t, s.Complete(ctx, "a", ea, txn.ID))
+	}
+	require.Len(t, got, n-5, "keys $0..$4 repeat; $7 was pending")
+	require.Equal(t, "early", got[0])
+	require.Equal(t, "data 0", got[1])
+	require.Equal(t, "data 994", got[len(got)-1])
+
+	bl, err := s.Backlogs(ctx)
+	require.NoError(t, err)
+	require.Len(t, bl, 1)
+	require.Equal(t, "b", bl[0].Service)
+	// b: the 332 multiples of 3 below 995, and $1 and $4 from i = 996 and
+	// 999, whose first entries were not for b.
+	require.Equal(t, 334, bl[0].Queued)
+	require.NoError(t, s.Purge(ctx, "b", eb))
+	require.Equal(t, 0, count(t, s, "items"))
+}
+
+func TestFirstTxnIDIsTimeFloorAndIDsSurviveReopenWhenIdle(t *testing.T) {
+	path := dbPath(t)
+	s, err := Open(path)
+	require.NoError(t, err)
+	ctx := t.Context()
+	before := time.Now().UnixMicro()
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$1", "x", "a")}))
+	e, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	txn, err := s.NextTxn(ctx, "a", e, 1, lots)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, txn.ID, before)
+	require.NoError(t, s.Complete(ctx, "a", e, txn.ID))
+
+	// Nothing pending, and the clock goes back: the next ID still follows.
+	require.NoError(t, s.Close())
+	s = openStore(t, path, Options{})
+	s.now = func() time.Time { return time.Unix(1, 0) }
+	e, err = s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$2", "y", "a")}))
+	txn2, err := s.NextTxn(ctx, "a", e, 1, lots)
+	require.NoError(t, err)
+	require.Equal(t, txn.ID+1, txn2.ID)
+}
+
+func TestLeaseExpiryUsesStoreClock(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	now := time.Unix(1_000_000, 0)
+	s.now = func() time.Time { return now }
+
+	e1, err := s.Claim(ctx, "a", "one", time.Minute)
+	require.NoError(t, err)
+	_, err = s.Claim(ctx, "a", "two", time.Minute)
+	require.ErrorIs(t, err, store.ErrLeaseHeld)
+
+	now = now.Add(59 * time.Second)
+	again, err := s.Claim(ctx, "a", "one", time.Minute) // extends to +119s
+	require.NoError(t, err)
+	require.Equal(t, e1, again)
+	now = now.Add(59 * time.Second)
+	_, err = s.Claim(ctx, "a", "two", time.Minute)
+	require.ErrorIs(t, err, store.ErrLeaseHeld)
+
+	// Expired, but nobody claimed since: the old epoch still works.
+	now = now.Add(2 * time.Second)
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$1", "x", "a")}))
+	txn, err := s.NextTxn(ctx, "a", e1, 1, lots)
+	require.NoError(t, err)
+	require.NotNil(t, txn)
+
+	e2, err := s.Claim(ctx, "a", "two", time.Minute)
+	require.NoError(t, err)
+	require.Greater(t, e2, e1)
+	require.ErrorIs(t, s.Complete(ctx, "a", e1, txn.ID), store.ErrStaleEpoch)
+	require.ErrorIs(t, s.Release(ctx, "a", e1), store.ErrStaleEpoch)
+	require.NoError(t, s.Complete(ctx, "a", e2, txn.ID))
+
+	require.NoError(t, s.Release(ctx, "a", e2))
+	require.ErrorIs(t, s.Release(ctx, "a", e2), store.ErrStaleEpoch)
+	_, err = s.NextTxn(ctx, "a", e2, 1, lots)
+	require.ErrorIs(t, err, store.ErrStaleEpoch)
+	e3, err := s.Claim(ctx, "a", "one", time.Minute)
+	require.NoError(t, err)
+	require.Greater(t, e3, e2)
+
+	// A huge ttl does not overflow into the past.
+	_, err = s.Claim(ctx, "b", "one", time.Duration(1<<63-1))
+	require.NoError(t, err)
+	_, err = s.Claim(ctx, "b", "two", time.Minute)
+	require.ErrorIs(t, err, store.ErrLeaseHeld)
+}
+
+func TestTxnsReturnsItemsOfEachTxnWhenServicesInterleave(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	ea, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	eb, err := s.Claim(ctx, "b", "o", time.Hour)
+	require.NoError(t, err)
+	var entries []store.Entry
+	for i := range 9 {
+		svcs := []string{"a"}
+		if i%2 == 1 {
+			svcs = []string{"b", "a"}
+		}
+		if i%4 == 0 {
+			svcs = []string{"b"}
+		}
+		entries = append(entries, entry(fmt.Sprintf("$%d", i), fmt.Sprint(i), svcs...))
+	}
+	require.NoError(t, s.Append(ctx, entries))
+	lim := store.Limits{MaxItems: 2, MaxBytes: 100}
+	var formed []store.Txn
+	for {
+		txn, err := s.NextTxn(ctx, "a", ea, 1, lim)
+		require.NoError(t, err)
+		if txn == nil {
+			break
+		}
+		formed = append(formed, *txn)
+	}
+	tb, err := s.NextTxn(ctx, "b", eb, 1, lots)
+	require.NoError(t, err)
+	require.NoError(t, s.Complete(ctx, "a", ea, formed[1].ID))
+	formed = append(formed[:1], formed[2:]...)
+
+	got, err := s.Txns(ctx, "a", 0)
+	require.NoError(t, err)
+	require.Len(t, got, len(formed))
+	for i := range got {
+		require.Equal(t, formed[i].ID, got[i].ID)
+		require.Equal(t, formed[i].Items, got[i].Items)
+		require.Equal(t, formed[i].Hash, got[i].Hash)
+		require.True(t, formed[i].Created.Equal(got[i].Created))
+	}
+	gotB, err := s.Txns(ctx, "b", 0)
+	require.NoError(t, err)
+	require.Len(t, gotB, 1)
+	require.Equal(t, tb.Items, gotB[0].Items)
+}
+
+func TestBacklogsOldestIsFirstPendingItem(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	now := time.Unix(5000, 0)
+	s.now = func() time.Time { return now }
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$1", "x", "a")}))
+	now = now.Add(time.Second)
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$2", "y", "a", "b")}))
+	e, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	_, err = s.NextTxn(ctx, "a", e, 1, store.Limits{MaxItems: 1, MaxBytes: 10})
+	require.NoError(t, err)
+
+	bl, err := s.Backlogs(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []store.Backlog{
+		{Service: "a", Txns: 1, Queued: 1, Oldest: time.Unix(5000, 0)},
+		{Service: "b", Txns: 0, Queued: 1, Oldest: time.Unix(5001, 0)},
+	}, bl)
+}
+
+func TestConcurrentUse(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	e, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	const writers, per = 8, 50
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range per {
+				if err := s.Append(ctx, []store.Entry{entry(fmt.Sprintf("$%d-%d", w, i), "x", "a")}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	seen := 0
+	for seen < writers*per {
+		txn, err := s.NextTxn(ctx, "a", e, 1, store.Limits{MaxItems: 7, MaxBytes: 1 << 20})
+		require.NoError(t, err)
+		if txn == nil {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		seen += len(txn.Items)
+		require.NoError(t, s.Complete(ctx, "a", e, txn.ID))
+	}
+	wg.Wait()
+	require.Equal(t, writers*per, seen)
+	require.Equal(t, 0, count(t, s, "items"))
+}
+
+func BenchmarkAppend(b *testing.B) {
+	for _, size := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("events=%d", size), func(b *testing.B) {
+			s := openStore(b, dbPath(b), Options{Synchronous: SynchronousNormal})
+			data := []byte(strings.Repeat("x", 500))
+			entries := make([]store.Entry, size)
+			n := 0
+			for b.Loop() {
+				for i := range entries {
+					n++
+					entries[i] = store.Entry{
+						Item:     store.Item{Kind: store.KindEvent, Key: fmt.Sprintf("$%d", n), Data: data},
+						Services: []string{"a", "b"},
+					}
+				}
+				if err := s.Append(context.Background(), entries); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+func BenchmarkNextTxnComplete(b *testing.B) {
+	s := openStore(b, dbPath(b), Options{Synchronous: SynchronousNormal})
+	ctx := context.Background()
+	e, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(b, err)
+	data := []byte(strings.Repeat("x", 500))
+	entries := make([]store.Entry, 1000)
+	n := 0
+	fill := func() {
+		for i := range entries {
+			n++
+			entries[i] = store.Entry{Item: store.Item{Kind: store.KindEvent, Key: fmt.Sprintf("$%d", n), Data: data}, Services: []string{"a"}}
+		}
+		require.NoError(b, s.Append(ctx, entries))
+	}
+	lim := store.Limits{MaxItems: 100, MaxBytes: 1 << 20}
+	for b.Loop() {
+		txn, err := s.NextTxn(ctx, "a", e, 1, lim)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if txn == nil {
+			b.StopTimer()
+			fill()
+			b.StartTimer()
+			continue
+		}
+		if err := s.Complete(ctx, "a", e, txn.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// A process that dies holding leases must not lock its services out of the
+// next process on the same file until the leases expire.
+func TestOpenFreesLeasesOfAnEarlierProcess(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "leases.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := s.Claim(ctx, "svc", "dead-process", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil { // closed without Release, as a crash leaves it
+		t.Fatal(err)
+	}
+
+	s, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	epoch, err := s.Claim(ctx, "svc", "new-process", time.Hour)
+	if err != nil {
+		t.Fatalf("claim after reopen: %v", err)
+	}
+	if epoch <= old {
+		t.Fatalf("epoch after reopen is %d, want more than %d", epoch, old)
+	}
+	if _, err := s.NextTxn(ctx, "svc", old, 1, store.Limits{MaxItems: 1, MaxBytes: 1}); !errors.Is(err, store.ErrStaleEpoch) {
+		t.Fatalf("NextTxn with the dead process's epoch: got %v, want ErrStaleEpoch", err)
+	}
+}
