@@ -1,0 +1,222 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	DefaultPollInterval    = time.Second
+	DefaultMaxEventsPerTxn = 100
+	DefaultMaxTxnBytes     = 1 << 20
+	DefaultRetryInitial    = 2 * time.Second
+	DefaultRetryMax        = 512 * time.Second
+	DefaultConnectTimeout  = 15 * time.Second
+	DefaultAnswerTimeout   = 60 * time.Second
+	DefaultMaxPoolEvents   = 10_000
+	DefaultMaxPoolBytes    = 64 << 20
+)
+
+// RoomDirectory is the optional hook through which the scheduler asks the
+// homeserver about a room when an application service's namespaces do not
+// already decide its interest in an event from the event alone: an AS is
+// also interested when one of the room's local aliases matches its aliases
+// namespace, or one of the room's local joined members matches its users
+// namespace (as Synapse decides).
+//
+// Both methods run in the goroutine of Enqueue, at most once per room per
+// Enqueue call, only for services that the event alone did not decide, and
+// only when such a service has a namespace of that kind. They must be fast
+// (an in-memory cache, not a database scan per call): a slow lookup delays
+// every Enqueue, which is how Synapse's delivery once stalled. An error
+// fails the Enqueue call, which stores nothing.
+type RoomDirectory interface {
+	// LocalAliases returns the room's aliases on this homeserver.
+	LocalAliases(ctx context.Context, roomID string) ([]string, error)
+	// LocalMembers returns the user IDs of the room's joined members on
+	// this homeserver.
+	LocalMembers(ctx context.Context, roomID string) ([]string, error)
+}
+
+// Config configures a Scheduler. Zero fields mean the documented defaults.
+type Config struct {
+	// ServerName is the homeserver's name, as in @sender_localpart:ServerName.
+	// Required.
+	ServerName string
+
+	// Services are the application services to deliver to. IDs and
+	// as_tokens must be unique. A registration with an empty URL (url: null
+	// in its file) receives nothing.
+	Services []*Registration
+
+	// Store holds every accepted event until its services have it. Required;
+	// the caller opens and closes it (sqlite.Open(path) for one process,
+	// memory.New() for tests).
+	Store store.Store
+
+	// PollInterval is how often the scheduler looks in the Store for work
+	// it was not told about: left by a restart or appended by another
+	// process. Events enqueued in this process are sent at once, never
+	// delayed by it. Defaults to DefaultPollInterval (1 s).
+	PollInterval time.Duration
+
+	// MaxEventsPerTxn is the most events one transaction carries. Defaults
+	// to DefaultMaxEventsPerTxn (100).
+	MaxEventsPerTxn int
+
+	// MaxTxnBytes bounds the bytes of events in one transaction; an event
+	// larger than it is refused by Enqueue. Defaults to DefaultMaxTxnBytes
+	// (1 MiB).
+	MaxTxnBytes int
+
+	// RetryInitial is the first wait after a failed delivery; each further
+	// failure doubles it, up to RetryMax. Defaults to DefaultRetryInitial
+	// (2 s).
+	RetryInitial time.Duration
+
+	// RetryMax caps the wait between retries. Retries never give up.
+	// Defaults to DefaultRetryMax (512 s).
+	RetryMax time.Duration
+
+	// RetryJitter randomises each wait by up to this fraction (0.2 means
+	// ±20 %), which spreads the retries of many homeservers hitting one AS.
+	// Defaults to 0: no jitter.
+	RetryJitter float64
+
+	// HTTPClient sends the transactions. The scheduler never follows its
+	// redirects and enforces ConnectTimeout and AnswerTimeout on every
+	// request whatever the client's own settings. Defaults to a client of
+	// the scheduler's own, whose idle connections Stop closes.
+	HTTPClient *http.Client
+
+	// ConnectTimeout bounds obtaining a connection to an AS. Defaults to
+	// DefaultConnectTimeout (15 s).
+	ConnectTimeout time.Duration
+
+	// AnswerTimeout bounds the time from a connection to the end of the
+	// AS's answer. Defaults to DefaultAnswerTimeout (60 s).
+	AnswerTimeout time.Duration
+
+	// MaxPoolEvents bounds the events accepted by Enqueue and not yet
+	// committed to the Store; Enqueue waits for room beyond it, so a Store
+	// slower than the producer pushes back. A call with more events than
+	// this gets ErrBatchTooLarge. Defaults to DefaultMaxPoolEvents (10,000).
+	MaxPoolEvents int
+
+	// MaxPoolBytes bounds the bytes of those events likewise. Defaults to
+	// DefaultMaxPoolBytes (64 MiB).
+	MaxPoolBytes int
+
+	// Rooms, if set, is asked about a room's local aliases and members; see
+	// RoomDirectory. Defaults to nil: interest is decided from the event
+	// alone.
+	Rooms RoomDirectory
+
+	// Logger receives the scheduler's logs. Tokens are never logged.
+	// Defaults to discarding everything.
+	Logger *slog.Logger
+}
+
+// withDefaults validates cfg and returns a copy with its zero fields filled.
+func (cfg Config) withDefaults() (Config, error) {
+	bad := func(format string, args ...any) (Config, error) {
+		return Config{}, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	if cfg.ServerName == "" {
+		return bad("Config.ServerName is empty: set it to the homeserver's name, e.g. \"example.org\"")
+	}
+	if cfg.Store == nil {
+		return bad("Config.Store is nil: pass sqlite.Open(path), or memory.New() for tests")
+	}
+	durations := []struct {
+		name  string
+		field *time.Duration
+		def   time.Duration
+	}{
+		{"PollInterval", &cfg.PollInterval, DefaultPollInterval},
+		{"RetryInitial", &cfg.RetryInitial, DefaultRetryInitial},
+		{"RetryMax", &cfg.RetryMax, DefaultRetryMax},
+		{"ConnectTimeout", &cfg.ConnectTimeout, DefaultConnectTimeout},
+		{"AnswerTimeout", &cfg.AnswerTimeout, DefaultAnswerTimeout},
+	}
+	for _, d := range durations {
+		if *d.field < 0 {
+			return bad("Config.%s is negative (%v): leave it 0 for the default (%v)", d.name, *d.field, d.def)
+		}
+		if *d.field == 0 {
+			*d.field = d.def
+		}
+	}
+	if cfg.RetryMax < cfg.RetryInitial {
+		return bad("Config.RetryMax (%v) is less than Config.RetryInitial (%v)", cfg.RetryMax, cfg.RetryInitial)
+	}
+	ints := []struct {
+		name  string
+		field *int
+		def   int
+	}{
+		{"MaxEventsPerTxn", &cfg.MaxEventsPerTxn, DefaultMaxEventsPerTxn},
+		{"MaxTxnBytes", &cfg.MaxTxnBytes, DefaultMaxTxnBytes},
+		{"MaxPoolEvents", &cfg.MaxPoolEvents, DefaultMaxPoolEvents},
+		{"MaxPoolBytes", &cfg.MaxPoolBytes, DefaultMaxPoolBytes},
+	}
+	for _, n := range ints {
+		if *n.field < 0 {
+			return bad("Config.%s is negative (%d): leave it 0 for the default (%d)", n.name, *n.field, n.def)
+		}
+		if *n.field == 0 {
+			*n.field = n.def
+		}
+	}
+	if cfg.RetryJitter < 0 || cfg.RetryJitter >= 1 {
+		return bad("Config.RetryJitter is %v: it must be in [0, 1)", cfg.RetryJitter)
+	}
+	if cfg.MaxPoolBytes < cfg.MaxTxnBytes {
+		return bad("Config.MaxPoolBytes (%d) is less than Config.MaxTxnBytes (%d): an event that fits a transaction could never be admitted", cfg.MaxPoolBytes, cfg.MaxTxnBytes)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := checkServices(cfg.Services); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// checkServices validates every registration and rejects duplicate IDs and
+// as_tokens, naming both sources (never the token).
+func checkServices(services []*Registration) error {
+	source := func(i int, r *Registration) string {
+		if r.Source != "" {
+			return r.Source
+		}
+		return fmt.Sprintf("Config.Services[%d]", i)
+	}
+	byID := make(map[string]int, len(services))
+	byToken := make(map[string]int, len(services))
+	for i, r := range services {
+		if r == nil {
+			return fmt.Errorf("%w: Config.Services[%d] is nil", ErrInvalidConfig, i)
+		}
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("Config.Services[%d]: %w", i, err)
+		}
+		if j, ok := byID[r.ID]; ok {
+			return &RegistrationError{Source: source(i, r), ID: r.ID, Field: "id",
+				Reason: fmt.Sprintf("duplicate: %s has the same id; every registration needs its own", source(j, services[j]))}
+		}
+		byID[r.ID] = i
+		if j, ok := byToken[r.ASToken]; ok {
+			return &RegistrationError{Source: source(i, r), ID: r.ID, Field: "as_token",
+				Reason: fmt.Sprintf("duplicate: %s has the same as_token; every registration needs its own", source(j, services[j]))}
+		}
+		byToken[r.ASToken] = i
+	}
+	return nil
+}

@@ -1,0 +1,177 @@
+package scheduler
+
+import (
+	"context"
+	"sync"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// eventPool is the hand-off between Enqueue and the Store: it admits calls
+// while it has room (bounded in events and bytes, so a Store that cannot
+// keep up pushes back on the producers) and commits every admitted call
+// waiting at that moment with one Store.Append: group commit. Admission is
+// the point of no return: an admitted call is committed even during Stop,
+// and its caller gets the real outcome.
+type eventPool struct {
+	store     store.Store
+	maxEvents int
+	maxBytes  int
+	committed func(services []string) // told after every successful commit
+
+	mu      sync.Mutex
+	events  int           // events admitted and not yet committed
+	bytes   int           // their bytes
+	room    chan struct{} // closed (and replaced) when room frees up
+	pending []*poolCall   // admitted, not yet taken by the committer
+	closed  bool
+	kick    chan struct{} // capacity 1: there is pending work, or the pool closed
+}
+
+// poolCall is one admitted Enqueue call.
+type poolCall struct {
+	entries []store.Entry
+	events  int
+	bytes   int
+	done    chan error // receives the commit's outcome, once
+}
+
+func newEventPool(st store.Store, maxEvents, maxBytes int, committed func([]string)) *eventPool {
+	return &eventPool{
+		store:     st,
+		maxEvents: maxEvents,
+		maxBytes:  maxBytes,
+		committed: committed,
+		room:      make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+	}
+}
+
+// admit waits until the pool has room for c, then queues it for the
+// committer. ctx bounds only this wait; once admit returns nil the call will
+// be committed and c.done will receive the outcome. It returns ErrStopped
+// once the pool is closed.
+func (p *eventPool) admit(ctx context.Context, c *poolCall) error {
+	p.mu.Lock()
+	for {
+		if p.closed {
+			p.mu.Unlock()
+			return ErrStopped
+		}
+		// An empty pool admits any call that passed the size checks in
+		// Enqueue, so a call can never wait forever behind its own size.
+		if p.events == 0 || (p.events+c.events <= p.maxEvents && p.bytes+c.bytes <= p.maxBytes) {
+			break
+		}
+		room := p.room
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-room:
+		}
+		p.mu.Lock()
+	}
+	p.events += c.events
+	p.bytes += c.bytes
+	p.pending = append(p.pending, c)
+	p.mu.Unlock()
+	p.signal()
+	return nil
+}
+
+func (p *eventPool) signal() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// close refuses new and waiting calls with ErrStopped; calls already
+// admitted are still committed by run, which then returns.
+func (p *eventPool) close() {
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		close(p.room) // wake the waiters so they see closed
+	}
+	p.mu.Unlock()
+	p.signal()
+}
+
+// run is the committer goroutine: it commits admitted calls in admission
+// order until the pool is closed and empty. ctx must stay valid until then
+// (it carries values, not the stop signal: a begun commit always finishes).
+func (p *eventPool) run(ctx context.Context) {
+	for range p.kick {
+		for {
+			p.mu.Lock()
+			calls := p.pending
+			p.pending = nil
+			closed := p.closed
+			p.mu.Unlock()
+			if len(calls) == 0 {
+				if closed {
+					return
+				}
+				break
+			}
+			p.commit(ctx, calls)
+		}
+	}
+}
+
+// commit appends the entries of calls in one Store.Append, so they succeed
+// or fail together, then releases their room and reports to each caller.
+func (p *eventPool) commit(ctx context.Context, calls []*poolCall) {
+	var entries []store.Entry
+	if len(calls) == 1 {
+		entries = calls[0].entries
+	} else {
+		n := 0
+		for _, c := range calls {
+			n += len(c.entries)
+		}
+		entries = make([]store.Entry, 0, n)
+		for _, c := range calls {
+			entries = append(entries, c.entries...)
+		}
+	}
+	err := p.store.Append(ctx, entries)
+
+	events, bytes := 0, 0
+	for _, c := range calls {
+		events += c.events
+		bytes += c.bytes
+	}
+	p.mu.Lock()
+	p.events -= events
+	p.bytes -= bytes
+	if !p.closed {
+		close(p.room)
+		p.room = make(chan struct{})
+	}
+	p.mu.Unlock()
+
+	if err == nil {
+		p.committed(servicesOf(entries))
+	}
+	for _, c := range calls {
+		c.done <- err
+	}
+}
+
+// servicesOf lists the distinct services the entries are queued for.
+func servicesOf(entries []store.Entry) []string {
+	var out []string
+	seen := make(map[string]struct{}, 4)
+	for _, e := range entries {
+		for _, s := range e.Services {
+			if _, ok := seen[s]; !ok {
+				seen[s] = struct{}{}
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}

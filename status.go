@@ -1,0 +1,120 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// ServiceState is whether deliveries to an application service succeed.
+type ServiceState string
+
+// The states of a service.
+const (
+	// StateUp: the last delivery succeeded, or none failed yet; new events
+	// are sent at once.
+	StateUp ServiceState = "UP"
+	// StateDown: a delivery failed; the scheduler retries with backoff.
+	StateDown ServiceState = "DOWN"
+	// StateUnconfigured: the Store holds work for a service that is not in
+	// Config.Services (or has no URL); nothing is sent until it is
+	// configured again or purged.
+	StateUnconfigured ServiceState = "UNCONFIGURED"
+)
+
+// ServiceStatus is an operator's view of one application service.
+type ServiceStatus struct {
+	// ID is the service's registration ID.
+	ID string
+	// State is UP, DOWN or UNCONFIGURED.
+	State ServiceState
+	// StoredTxns counts transactions formed and not yet delivered.
+	StoredTxns int
+	// QueuedEvents counts events waiting to be put in a transaction.
+	QueuedEvents int
+	// OldestWaiting is the age of the oldest undelivered event; zero when
+	// nothing waits.
+	OldestWaiting time.Duration
+	// Delivered counts events delivered since Start.
+	Delivered int64
+	// LastSuccess is when a transaction was last delivered since Start.
+	LastSuccess time.Time
+	// LastError describes the last failed delivery since Start, "" if none.
+	LastError string
+	// LastHTTPStatus is the HTTP status of the AS's last answer, 0 if none.
+	LastHTTPStatus int
+	// LastAnswer is a short excerpt of the AS's last answer, tokens
+	// redacted.
+	LastAnswer string
+	// ConsecutiveFailures counts failed attempts since the last success.
+	ConsecutiveFailures int
+	// NextRetry is when the next attempt is due while DOWN; zero when UP.
+	NextRetry time.Time
+}
+
+// Status reports on the service serviceID: its state, what the Store holds
+// for it and how its last deliveries went. It reads the Store, so it works
+// before Start and after Stop too (the in-memory part is then empty). It
+// returns ErrUnknownService for an ID that is neither configured nor has
+// work stored.
+func (s *Scheduler) Status(ctx context.Context, serviceID string) (ServiceStatus, error) {
+	b, err := backlogOf(ctx, s.cfg.Store, serviceID)
+	if err != nil {
+		return ServiceStatus{}, fmt.Errorf("error reading the store: %w", err)
+	}
+	st := ServiceStatus{ID: serviceID, StoredTxns: b.Txns, QueuedEvents: b.Queued}
+	if !b.Oldest.IsZero() {
+		st.OldestWaiting = time.Since(b.Oldest)
+	}
+	svc := s.services[serviceID]
+	if svc == nil {
+		if b.Txns == 0 && b.Queued == 0 {
+			return ServiceStatus{}, fmt.Errorf("%w: %q", ErrUnknownService, serviceID)
+		}
+		st.State = StateUnconfigured
+		return st, nil
+	}
+	snap := svc.snapshot()
+	st.State = StateUp
+	if snap.down {
+		st.State = StateDown
+		st.NextRetry = snap.nextRetry
+	}
+	st.Delivered = snap.delivered
+	st.LastSuccess = snap.lastSuccess
+	st.LastError = snap.lastError
+	st.LastHTTPStatus = snap.lastHTTP
+	st.LastAnswer = snap.lastAnswer
+	st.ConsecutiveFailures = snap.failures
+	return st, nil
+}
+
+// Purge deletes everything the Store holds for serviceID: stored
+// transactions and queued events. It is for work left behind by a service
+// that was removed from Config.Services; a configured service cannot be
+// purged (remove it from the configuration first). It fails while another
+// process holds the service's lease.
+func (s *Scheduler) Purge(ctx context.Context, serviceID string) error {
+	if s.services[serviceID] != nil {
+		return fmt.Errorf("service %q is configured: remove it from Config.Services before purging its work", serviceID)
+	}
+	st := s.cfg.Store
+	epoch, err := st.Claim(ctx, serviceID, s.owner, leaseTTL)
+	if err != nil {
+		if errors.Is(err, store.ErrLeaseHeld) {
+			return fmt.Errorf("error purging %q: another process is delivering to it: %w", serviceID, err)
+		}
+		return fmt.Errorf("error purging %q: %w", serviceID, err)
+	}
+	defer func() {
+		_ = st.Release(context.WithoutCancel(ctx), serviceID, epoch)
+	}()
+	if err := st.Purge(ctx, serviceID, epoch); err != nil {
+		return fmt.Errorf("error purging %q: %w", serviceID, err)
+	}
+	s.log.Warn("purged all stored work of an unconfigured service", "service", serviceID)
+	return nil
+}
