@@ -285,6 +285,14 @@ type storeFunc struct {
 	store.Store
 	append  func(ctx context.Context, entries []store.Entry) error
 	nextTxn func(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error)
+	txns    func(ctx context.Context, service string, limit int) ([]store.Txn, error)
+}
+
+func (w *storeFunc) Txns(ctx context.Context, service string, limit int) ([]store.Txn, error) {
+	if w.txns != nil {
+		return w.txns(ctx, service, limit)
+	}
+	return w.Store.Txns(ctx, service, limit)
 }
 
 func (w *storeFunc) Append(ctx context.Context, entries []store.Entry) error {

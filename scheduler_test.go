@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -678,4 +680,103 @@ func TestWorkForUnconfiguredServiceIsKeptVisibleAndPurgeable(t *testing.T) {
 	require.NoError(t, s2.Purge(ctx, "gone"))
 	_, err = s2.Status(ctx, "gone")
 	assert.ErrorIs(t, err, ErrUnknownService)
+}
+
+func TestStopFinishesBegunCommitsAndRefusesWaitingCalls(t *testing.T) {
+	as := newFakeAS(t, "tok")
+	cfg := testConfig(t, reg("a", as, "@a_.*"))
+	cfg.MaxPoolEvents = 1
+	gate := make(chan struct{})
+	inner := cfg.Store
+	cfg.Store = &storeFunc{Store: inner, append: func(ctx context.Context, e []store.Entry) error {
+		<-gate // the commit has begun and the disk is slow
+		return inner.Append(ctx, e)
+	}}
+	s, err := New(cfg)
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background()))
+
+	admitted := make(chan error, 1)
+	go func() { admitted <- s.Enqueue(context.Background(), event("$begun", "!r", "@a_x")) }()
+	waitFor(t, "the first call admitted", func() bool {
+		s.pool.mu.Lock()
+		defer s.pool.mu.Unlock()
+		return s.pool.events == 1
+	})
+	waiting := make(chan error, 1)
+	go func() { waiting <- s.Enqueue(context.Background(), event("$waiting", "!r", "@a_x")) }()
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Stop(context.Background()) }()
+	require.ErrorIs(t, <-waiting, ErrStopped, "a call still waiting for room is refused")
+	close(gate)
+	require.NoError(t, <-admitted, "a begun commit finishes and reports its real outcome")
+	require.NoError(t, <-stopped)
+
+	// The begun call is durable: the next scheduler delivers it.
+	cfg.Store = inner
+	start(t, cfg)
+	waitDelivered(t, as, 1)
+	assert.Equal(t, []string{"$begun"}, as.deliveredIDs())
+}
+
+// recordHandler is a slog.Handler that hands every record's message to a
+// channel.
+type recordHandler struct{ msgs chan string }
+
+func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
+	msg := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		msg += " " + a.String()
+		return true
+	})
+	select {
+	case h.msgs <- msg:
+	default:
+	}
+	return nil
+}
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordHandler) WithGroup(string) slog.Handler      { return h }
+
+func TestStoredTransactionWhoseItemsChangedIsNotResent(t *testing.T) {
+	ctx := context.Background()
+	as := newFakeAS(t, "tok")
+	as.down()
+	cfg := testConfig(t, reg("a", as, "@a_.*"))
+	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
+	logs := make(chan string, 100)
+	cfg.Logger = slog.New(recordHandler{msgs: logs})
+	var corrupt atomic.Bool
+	inner := cfg.Store
+	cfg.Store = &storeFunc{Store: inner, txns: func(ctx context.Context, svc string, limit int) ([]store.Txn, error) {
+		txns, err := inner.Txns(ctx, svc, limit)
+		if corrupt.Load() {
+			for i := range txns {
+				for j := range txns[i].Items {
+					it := &txns[i].Items[j]
+					it.Data = append([]byte(nil), it.Data...)
+					it.Data[len(it.Data)-2] = ' ' // what a bad disk might do
+				}
+			}
+		}
+		return txns, err
+	}}
+	s := start(t, cfg)
+	require.NoError(t, s.Enqueue(ctx, event("$1", "!r", "@a_x")))
+	waitDown(t, s, "a")
+	corrupt.Store(true)
+	failed := as.failures()
+	as.up()
+	s.ServiceUp("a")
+	waitFor(t, "the hash check to refuse the transaction", func() bool {
+		select {
+		case m := <-logs:
+			return strings.Contains(m, "fails its hash check")
+		default:
+			return false
+		}
+	})
+	assert.Equal(t, failed, len(as.allRequests()), "the altered transaction was not sent")
 }

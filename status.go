@@ -58,8 +58,9 @@ type ServiceStatus struct {
 // Status reports on the service serviceID: its state, what the Store holds
 // for it and how its last deliveries went. It reads the Store, so it works
 // before Start and after Stop too (the in-memory part is then empty). It
-// returns ErrUnknownService for an ID that is neither configured nor has
-// work stored.
+// returns ErrUnknownService for an ID that is neither configured with a URL
+// nor has work stored (a registration with url: null is never delivered to,
+// so nothing is stored for it).
 func (s *Scheduler) Status(ctx context.Context, serviceID string) (ServiceStatus, error) {
 	b, err := backlogOf(ctx, s.cfg.Store, serviceID)
 	if err != nil {
