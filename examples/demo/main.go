@@ -1,0 +1,270 @@
+// Command demo runs the whole delivery pipeline on this machine: a simulated
+// homeserver enqueues events into a Scheduler backed by a SQLite file, three
+// application services on 127.0.0.1 receive them, and one of them goes down
+// for a while mid-run. It prints progress every second and a final table,
+// and exits non-zero if any guarantee failed.
+//
+//	go run ./examples/demo [-db PATH] [-events N]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/asdeliver/scheduler"
+	"github.com/asdeliver/scheduler/store/sqlite"
+)
+
+const serverName = "demo.local"
+
+func main() {
+	dbPath := flag.String("db", "", "SQLite file to use (default: a new file in a temporary directory)")
+	total := flag.Int("events", 12000, "events the simulated homeserver sends")
+	outage := flag.Duration("outage", 5*time.Second, "how long the slack bridge is down mid-run")
+	verbose := flag.Bool("v", false, "log the scheduler's warnings to stderr")
+	flag.Parse()
+	ok, err := run(*dbPath, *total, *outage, *verbose)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(2)
+	}
+	if !ok {
+		fmt.Println("FAIL: a guarantee did not hold")
+		os.Exit(1)
+	}
+	fmt.Println("OK: every application service received every event it wanted, in order")
+}
+
+// bridge is one demo application service and the users it puppets.
+type bridge struct {
+	as       *appService
+	reg      *scheduler.Registration
+	prefix   string   // its users' localpart prefix
+	rooms    string   // its rooms' ID prefix, "" if none
+	expected []string // event IDs it must receive, in enqueue order
+}
+
+func (b *bridge) wants(sender, room string) bool {
+	return strings.HasPrefix(sender, "@"+b.prefix) || (b.rooms != "" && strings.HasPrefix(room, b.rooms))
+}
+
+func run(dbPath string, total int, outage time.Duration, verbose bool) (bool, error) {
+	if dbPath == "" {
+		dir, err := os.MkdirTemp("", "asdeliver-demo-")
+		if err != nil {
+			return false, err
+		}
+		defer os.RemoveAll(dir)
+		dbPath = filepath.Join(dir, "asdeliver.db")
+	}
+	st, err := sqlite.Open(dbPath)
+	if err != nil {
+		return false, err
+	}
+	defer st.Close()
+
+	bridges := []*bridge{
+		{prefix: "whatsapp_"},
+		{prefix: "irc_", rooms: "!irc-"},
+		{prefix: "slack_"},
+	}
+	var regs []*scheduler.Registration
+	for _, b := range bridges {
+		name := strings.TrimSuffix(b.prefix, "_")
+		b.as = newAppService(name, "hs-token-"+name)
+		defer b.as.srv.Close()
+		yaml := fmt.Sprintf(`id: %s
+url: %s
+as_token: as-token-%s
+hs_token: hs-token-%s
+sender_localpart: %sbot
+namespaces:
+  users:
+    - exclusive: true
+      regex: '@%s.*:demo\.local'
+`, name, b.as.srv.URL, name, name, name, b.prefix)
+		if b.rooms != "" {
+			yaml += fmt.Sprintf("  rooms:\n    - exclusive: false\n      regex: '%s.*'\n", b.rooms)
+		}
+		reg, err := scheduler.ParseRegistration([]byte(yaml))
+		if err != nil {
+			return false, err
+		}
+		b.reg = reg
+		regs = append(regs, reg)
+	}
+
+	logger := slog.New(slog.DiscardHandler)
+	if verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	s, err := scheduler.New(scheduler.Config{
+		ServerName: serverName,
+		Services:   regs,
+		Store:      st,
+		Logger:     logger,
+	})
+	if err != nil {
+		return false, err
+	}
+	ctx := context.Background()
+	if err := s.Start(ctx); err != nil {
+		return false, err
+	}
+	fmt.Printf("demo: %d events for 3 application services, SQLite store at %s\n", total, dbPath)
+
+	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				printProgress(ctx, s, bridges)
+			}
+		}
+	}()
+
+	started := time.Now()
+	if err := produce(ctx, s, bridges, total, outage); err != nil {
+		close(stopProgress)
+		<-progressDone
+		_ = s.Stop(ctx)
+		return false, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !allDelivered(bridges) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	elapsed := time.Since(started)
+	close(stopProgress)
+	<-progressDone
+	printProgress(ctx, s, bridges)
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.Stop(stopCtx); err != nil {
+		return false, fmt.Errorf("stopping the scheduler: %w", err)
+	}
+	fmt.Printf("\ndone in %.1fs\n\n", elapsed.Seconds())
+	return printTable(bridges), nil
+}
+
+// produce plays the homeserver: events from users of every bridge and from
+// plain users, in calls of 1 to 50 events, paced over a few seconds, with
+// the slack bridge down for the outage in the middle.
+func produce(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge, total int, outage time.Duration) error {
+	rng := rand.New(rand.NewPCG(2026, 11))
+	senders := []string{"whatsapp_", "irc_", "slack_", "alice", "bob"}
+	down := bridges[2]
+	const pace = 2 * time.Millisecond // per call: ~10,000 events in ~5 s of calls
+	downAt := total / 3
+	for n := 0; n < total; {
+		if n >= downAt && downAt >= 0 {
+			fmt.Printf("-- %s bridge goes down for %v\n", down.as.name, outage)
+			down.as.setDown(true)
+			downAt = -1
+			go func() {
+				time.Sleep(outage)
+				down.as.setDown(false)
+				fmt.Printf("-- %s bridge is back; it pings the homeserver\n", down.as.name)
+				s.ServiceUp(down.reg.ID)
+			}()
+		}
+		batch := min(1+rng.IntN(50), total-n)
+		events := make([]scheduler.Event, 0, batch)
+		for i := range batch {
+			id := fmt.Sprintf("$demo%06d:%s", n+i, serverName)
+			sender := fmt.Sprintf("@%s%d:%s", senders[rng.IntN(len(senders))], rng.IntN(100), serverName)
+			room := fmt.Sprintf("!room-%d:%s", rng.IntN(20), serverName)
+			if rng.IntN(4) == 0 {
+				room = fmt.Sprintf("!irc-%d:%s", rng.IntN(5), serverName)
+			}
+			raw, err := json.Marshal(map[string]any{
+				"event_id": id, "room_id": room, "sender": sender, "type": "m.room.message",
+				"origin_server_ts": time.Now().UnixMilli(),
+				"content":          map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("message %d", n+i)},
+			})
+			if err != nil {
+				return err
+			}
+			ev, err := scheduler.ParseEvent(raw)
+			if err != nil {
+				return err
+			}
+			events = append(events, ev)
+			for _, b := range bridges {
+				if b.wants(sender, room) {
+					b.expected = append(b.expected, id)
+				}
+			}
+		}
+		if err := s.Enqueue(ctx, events...); err != nil {
+			return fmt.Errorf("enqueue: %w", err)
+		}
+		n += batch
+		time.Sleep(pace)
+	}
+	return nil
+}
+
+func allDelivered(bridges []*bridge) bool {
+	for _, b := range bridges {
+		if b.as.stats().delivered < len(b.expected) {
+			return false
+		}
+	}
+	return true
+}
+
+func printProgress(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge) {
+	var parts []string
+	for _, b := range bridges {
+		st := b.as.stats()
+		state, queued, txns := "?", 0, 0
+		if status, err := s.Status(ctx, b.reg.ID); err == nil {
+			state, queued, txns = string(status.State), status.QueuedEvents, status.StoredTxns
+		}
+		parts = append(parts, fmt.Sprintf("%-8s %5d/%-5d %-4s waiting %4d events + %d txn, retries %d",
+			b.as.name, st.delivered, len(b.expected), state, queued, txns, st.failures))
+	}
+	fmt.Println(strings.Join(parts, " | "))
+}
+
+// printTable prints the final table and reports whether every guarantee held.
+func printTable(bridges []*bridge) bool {
+	ok := true
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "service\texpected\tdelivered\tin order\tduplicates\ttransactions\tevents/txn\tfailed attempts\t")
+	for _, b := range bridges {
+		st := b.as.stats()
+		inOrder := slices.Equal(st.order, b.expected)
+		perTxn := 0.0
+		if st.txns > 0 {
+			perTxn = float64(st.delivered+st.duplicates) / float64(st.txns)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%v\t%d\t%d\t%.1f\t%d\t\n",
+			b.as.name, len(b.expected), st.delivered, inOrder, st.duplicates, st.txns, perTxn, st.failures)
+		if !inOrder || st.delivered != len(b.expected) || st.mismatch > 0 {
+			ok = false
+		}
+		if st.mismatch > 0 {
+			fmt.Printf("%s: %d retried transactions changed their body\n", b.as.name, st.mismatch)
+		}
+	}
+	w.Flush()
+	return ok
+}
