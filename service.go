@@ -101,17 +101,23 @@ func (svc *service) serviceUp() {
 }
 
 // run is the service goroutine: claim the lease, deliver while UP, recover
-// while DOWN, until Stop.
+// while DOWN, until Stop. After a Store error it waits PollInterval and goes
+// back to the stage it was in, so a failing disk never makes a DOWN service
+// look UP nor resend without backoff.
 func (svc *service) run(ctx context.Context) {
 	defer svc.release()
-	for {
-		if !svc.claim(ctx) {
-			return
-		}
-		err := svc.s.deliverWhileUp(ctx, svc)
-		for errors.Is(err, errSendFailed) {
+	down := false
+	for svc.claim(ctx) {
+		var err error
+		if down {
 			if err = svc.s.recover(ctx, svc); err == nil {
-				err = svc.s.deliverWhileUp(ctx, svc)
+				down = false
+				continue
+			}
+		} else {
+			if err = svc.s.deliverWhileUp(ctx, svc); errors.Is(err, errSendFailed) {
+				down = true
+				continue
 			}
 		}
 		switch {
@@ -238,6 +244,11 @@ func (svc *service) send(ctx context.Context, txn *store.Txn) error {
 	res, err := svc.s.sender.PutTxn(ctx, svc.endpoint(), txn.ID, body)
 	if err != nil {
 		svc.haveStored = true // the failed transaction stays stored, to be resent first
+		if ctx.Err() != nil {
+			// Stop ran out of time and cancelled the PUT: not the AS's
+			// fault, and the next run resends the transaction.
+			return errStopping
+		}
 		svc.noteFailure(res, err, txn)
 		return fmt.Errorf("%w: %w", errSendFailed, err)
 	}
