@@ -127,6 +127,13 @@ func (svc *service) run(ctx context.Context) {
 			svc.log.Warn("lease on the service was taken by another process; claiming it again")
 			svc.epoch = 0
 		default:
+			// The failed call may have changed the Store all the same, or
+			// left a delivered transaction in it: a Complete that did not
+			// record a PUT that succeeded, a NextTxn whose commit outcome
+			// was lost. Look at the stored transactions first, so such a
+			// transaction is resent (same ID, same bytes) before any newer
+			// one rather than left behind them.
+			svc.haveStored = true
 			svc.log.Error("store error; retrying", "error", err)
 			if !svc.s.sleep(ctx, svc.s.cfg.PollInterval, nil) {
 				return

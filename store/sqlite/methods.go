@@ -64,6 +64,11 @@ type statements struct {
 	purgeQueue   *sql.Stmt
 	purgeTxns    *sql.Stmt
 	purgeService *sql.Stmt
+
+	// Space: the free pages after a Complete, the pages in use after an
+	// Append under Options.MaxSize.
+	freelistCount *sql.Stmt
+	pagesInUse    *sql.Stmt
 }
 
 // valuesList returns n copies of a row of k placeholders: "(?, ?), (?, ?)".
@@ -142,6 +147,9 @@ func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
 	st.purgeQueue = p(`DELETE FROM queue WHERE service = ?`)
 	st.purgeTxns = p(`DELETE FROM txns WHERE service = ?`)
 	st.purgeService = p(`UPDATE services SET queued = 0 WHERE service = ?`)
+
+	st.freelistCount = p(`PRAGMA freelist_count`)
+	st.pagesInUse = p(`SELECT p.page_count - f.freelist_count FROM pragma_page_count() AS p, pragma_freelist_count() AS f`)
 
 	if err != nil {
 		_ = st.close()
@@ -281,7 +289,8 @@ func containsService(rows []queueRow, svc string) bool {
 // transaction: the items in batched inserts, then their queue rows, where a
 // unique index on the pending (service, kind, key) drops the ones already
 // pending. An item that none of its services took is deleted again before
-// the commit.
+// the commit. Under Options.MaxSize, a call that would fill more than the
+// cap allows for queued items fails with ErrFull and stores nothing.
 func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 	const op = "error appending items"
 	release, err := s.enter(ctx)
@@ -372,7 +381,7 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 			}
 		}
 	}
-	return nil
+	return s.checkRoom(ctx, tx)
 }
 
 // countAppended counts the queue rows per service with seq in [first, last].
@@ -662,7 +671,10 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 	return txns, nil
 }
 
-// Complete implements store.Store.
+// Complete implements store.Store. Once enough pages are free, it also
+// gives a bounded step of them back to the file system, in the same SQLite
+// transaction, and checkpoints when the files on disk have become larger
+// than the database by the vacuum threshold; see the package doc.
 func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
 	const op = "error completing transaction"
 	release, err := s.enter(ctx)
@@ -673,6 +685,7 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 	if service == "" {
 		return fmt.Errorf("%s: %w", op, invalid("empty service ID"))
 	}
+	vacuumed := 0
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
@@ -695,10 +708,16 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 		if _, err := tx.StmtContext(ctx, s.st.deleteTxn).ExecContext(ctx, service, id); err != nil {
 			return err
 		}
-		return nil
+		vacuumed, err = s.vacuumStepTx(ctx, tx)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("%s %d of %q: %w", op, id, service, err)
+	}
+	if vacuumed > 0 {
+		// The transaction is complete whatever happens here: a checkpoint
+		// that fails now is made up by the next one.
+		_ = s.checkpointIfShrunk(ctx)
 	}
 	return nil
 }
@@ -736,7 +755,8 @@ func (s *Store) Backlogs(ctx context.Context) ([]store.Backlog, error) {
 }
 
 // Purge implements store.Store. The service's lease and last transaction ID
-// are kept.
+// are kept. The space the purge frees is given back to the file system in
+// bounded steps before Purge returns.
 func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) error {
 	const op = "error purging service"
 	release, err := s.enter(ctx)
@@ -764,5 +784,9 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 	if err != nil {
 		return fmt.Errorf("%s %q: %w", op, service, err)
 	}
+	// The purge is done whatever happens here: space not given back now is
+	// given back by a later call or the next Open.
+	threshold, _ := s.vacuumPages()
+	_ = s.compact(ctx, threshold)
 	return nil
 }

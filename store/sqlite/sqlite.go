@@ -22,6 +22,28 @@
 //     deleted when the last of them completes or purges it.
 //   - The schema is versioned and migrated forward by Open; a file written
 //     by a newer version is refused with ErrSchemaTooNew rather than misread.
+//   - The file stays compact: a backlog that drains gives its space back to
+//     the file system, so repeated outages do not make the file grow. The
+//     database runs with incremental auto-vacuum; once a Complete or Purge
+//     leaves 1 MiB of free pages, the same call gives up to 4 MiB of them
+//     back (a bounded step, so no call stalls the writer), and when the
+//     file and its write-ahead log on disk have become 1 MiB larger than
+//     the database, it checkpoints the log in TRUNCATE mode, which shrinks
+//     the file and empties the log. After a backlog drains, the file is back
+//     to the size of what is still pending plus at most about 2 MiB. Open
+//     gives back every free page. The -wal file grows to about 32 MiB
+//     between SQLite's automatic checkpoints (wal_autocheckpoint) and is
+//     cut back to 64 MiB (journal_size_limit) or less after each one.
+//   - Checkpoints are not starved by readers: the store holds no read
+//     transaction between calls. Every method reads its rows to the end and
+//     ends its SQLite transaction before it returns, on the store's single
+//     connection, so nothing is held open while the scheduler PUTs a
+//     transaction to an application service. Only another program reading
+//     the file (a sqlite3 shell with a transaction open, say) can hold one;
+//     the store's own checkpoints do not wait for it.
+//   - Options.MaxSize caps the file: Append then fails with ErrFull rather
+//     than fill the disk, and changes nothing; delivering the backlog frees
+//     room again.
 //
 // A Store is safe for concurrent use. It serialises its calls on one SQLite
 // connection, which is both correct (SQLite has one writer at a time) and the
@@ -54,6 +76,13 @@ var ErrLocked = errors.New("sqlite: database file is in use by another scheduler
 // OpenWithOptions when the file was written by a newer version of this
 // package, whose schema this version does not know. Upgrade the program.
 var ErrSchemaTooNew = errors.New("sqlite: database schema is newer than this version supports")
+
+// ErrFull is returned (wrapped) by Append when the call would take the
+// database past Options.MaxSize, and by any method when SQLite reports that
+// the database or the disk is full (SQLITE_FULL). The call changed nothing;
+// what was stored before is intact. Space comes back as the application
+// services are delivered to: each completed transaction frees its items.
+var ErrFull = errors.New("sqlite: database is full")
 
 // Synchronous says how hard SQLite works to make a commit durable before the
 // call that made it returns.
@@ -113,7 +142,22 @@ type Options struct {
 	// connection to the file (say, an operator's sqlite3 shell) before it
 	// fails. Defaults to DefaultBusyTimeout (5s); must not be negative.
 	BusyTimeout time.Duration
+	// MaxSize caps the database in bytes (SQLite's max_page_count), for an
+	// operator who would rather refuse new events than fill the disk: an
+	// Append that would take the database past the cap fails with ErrFull
+	// and stores nothing, while forming and completing transactions go on,
+	// and every delivered transaction frees room for new ones. Appends stop
+	// short of the cap by a reserve of 1/16 of it (at most 1 MiB), which
+	// keeps room for the bookkeeping of the transactions that drain the
+	// backlog. The -wal file beside the database is not counted (see the
+	// package doc for its size). A file that is already larger keeps its
+	// size, and refuses appends, until it drains. When set it must be at
+	// least MinMaxSize. Defaults to 0: no cap beyond the disk's own size.
+	MaxSize int64
 }
+
+// MinMaxSize is the smallest Options.MaxSize OpenWithOptions accepts.
+const MinMaxSize = 1 << 20
 
 // Store is a store.Store kept in one SQLite file. Create it with Open or
 // OpenWithOptions and release it with Close.
@@ -129,6 +173,12 @@ type Store struct {
 	db   *sql.DB
 	lock *os.File
 	st   *statements
+
+	busyTimeout time.Duration
+	pageSize    int64 // bytes per database page
+	// appendMaxPages is how many pages in use Append may leave (MaxSize
+	// less the reserve); 0 when there is no cap.
+	appendMaxPages int64
 
 	// now is the clock; tests replace it.
 	now func() time.Time
@@ -164,6 +214,9 @@ func OpenWithOptions(path string, opts Options) (*Store, error) {
 	if opts.BusyTimeout == 0 {
 		opts.BusyTimeout = DefaultBusyTimeout
 	}
+	if opts.MaxSize < 0 || (opts.MaxSize > 0 && opts.MaxSize < MinMaxSize) {
+		return nil, fmt.Errorf("error opening sqlite store: Options.MaxSize is %d: use 0 for no cap, or at least MinMaxSize (%d bytes)", opts.MaxSize, MinMaxSize)
+	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("error opening sqlite store %s: %w", path, err)
@@ -175,7 +228,7 @@ func OpenWithOptions(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{path: abs, lock: lock, now: time.Now}
+	s := &Store{path: abs, lock: lock, now: time.Now, busyTimeout: opts.BusyTimeout}
 	if err := s.open(opts); err != nil {
 		if s.db != nil {
 			_ = s.db.Close()
@@ -213,6 +266,7 @@ func (s *Store) open(opts Options) error {
 	s.db = sql.OpenDB(&connector{
 		dsn:     dsn(s.path),
 		pragmas: pragmas(opts),
+		maxSize: opts.MaxSize,
 	})
 	// One connection: every call is serialised on it, the pragmas set by the
 	// connector hold for all of them, and prepared statements are prepared
@@ -241,8 +295,16 @@ func (s *Store) open(opts Options) error {
 	if _, err := s.db.ExecContext(ctx, `UPDATE services SET lease_owner = '', lease_epoch = 0, lease_expires = 0 WHERE lease_epoch != 0`); err != nil {
 		return fmt.Errorf("freeing the leases of earlier processes: %w", err)
 	}
-	if err := incrementalVacuum(ctx, s.db); err != nil {
-		return fmt.Errorf("incremental vacuum: %w", err)
+	if err := s.db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&s.pageSize); err != nil {
+		return fmt.Errorf("reading the page size: %w", err)
+	}
+	if opts.MaxSize > 0 {
+		maxPages := opts.MaxSize / s.pageSize
+		s.appendMaxPages = maxPages - min(maxPages/16, (1<<20)/s.pageSize)
+	}
+	// Whatever an earlier process left free goes back to the file system.
+	if err := s.compact(ctx, 1); err != nil {
+		return fmt.Errorf("giving free pages back to the file system: %w", err)
 	}
 	st, err := prepare(ctx, s.db)
 	if err != nil {
@@ -250,23 +312,6 @@ func (s *Store) open(opts Options) error {
 	}
 	s.st = st
 	return nil
-}
-
-// incrementalVacuum gives back to the file system the pages that a drained
-// backlog left free; cheap when there are none. The pragma frees pages as
-// it is stepped, so it is run as a query and read to the end.
-func incrementalVacuum(ctx context.Context, db *sql.DB) error {
-	rows, err := db.QueryContext(ctx, "PRAGMA incremental_vacuum")
-	if err != nil {
-		return err
-	}
-	for rows.Next() {
-	}
-	if err := rows.Err(); err != nil {
-		_ = rows.Close()
-		return err
-	}
-	return rows.Close()
 }
 
 // dsn is the go-sqlite3 data source name for the file at path: a URI, so
@@ -298,10 +343,12 @@ func pragmas(opts Options) []string {
 
 // connector opens go-sqlite3 connections and runs the pragmas on each, so
 // that a connection database/sql opens again after an error is configured
-// like the first.
+// like the first. maxSize, when positive, becomes max_page_count in the
+// file's own page size.
 type connector struct {
 	dsn     string
 	pragmas []string
+	maxSize int64
 }
 
 func (c *connector) Connect(context.Context) (driver.Conn, error) {
@@ -315,8 +362,38 @@ func (c *connector) Driver() driver.Driver {
 				return fmt.Errorf("%s: %w", p, err)
 			}
 		}
+		if c.maxSize > 0 {
+			pageSize, err := queryInt(conn, "PRAGMA page_size")
+			if err != nil {
+				return fmt.Errorf("PRAGMA page_size: %w", err)
+			}
+			// SQLite keeps a cap below the current size at the current size.
+			p := fmt.Sprintf("PRAGMA max_page_count = %d", c.maxSize/pageSize)
+			if _, err := conn.Exec(p, nil); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+		}
 		return nil
 	}}
+}
+
+// queryInt returns the integer in the first column of the first row of
+// query on a raw connection.
+func queryInt(conn *sqlite3.SQLiteConn, query string) (int64, error) {
+	rows, err := conn.Query(query, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	dest := make([]driver.Value, len(rows.Columns()))
+	if err := rows.Next(dest); err != nil {
+		return 0, err
+	}
+	n, ok := dest[0].(int64)
+	if !ok {
+		return 0, fmt.Errorf("%s returned %T, not an integer", query, dest[0])
+	}
+	return n, nil
 }
 
 // Close closes the database and releases the lock, after the calls in
@@ -373,6 +450,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 			return fmt.Errorf("%w: %w", cerr, err)
 		}
+		return fullErr(err)
 	}
-	return err
+	return nil
 }

@@ -300,7 +300,9 @@ func TestOpenReturnsFreePagesToTheFileSystem(t *testing.T) {
 	s, err := Open(path)
 	require.NoError(t, err)
 	ctx := t.Context()
-	big := strings.Repeat("x", 64<<10)
+	// Less than the vacuum threshold, which the store keeps for reuse while
+	// it runs.
+	big := strings.Repeat("x", 8<<10)
 	var entries []store.Entry
 	for i := range 64 {
 		entries = append(entries, entry(fmt.Sprintf("$%d", i), big, "a"))
@@ -309,7 +311,7 @@ func TestOpenReturnsFreePagesToTheFileSystem(t *testing.T) {
 	e, err := s.Claim(ctx, "a", "o", time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, s.Purge(ctx, "a", e))
-	require.Greater(t, pragma[int](t, s, "freelist_count"), 1000)
+	require.Greater(t, pragma[int](t, s, "freelist_count"), 100)
 	require.NoError(t, s.Close())
 
 	s = openStore(t, path, Options{})
