@@ -30,18 +30,42 @@ const (
 // namespace, or one of the room's local joined members matches its users
 // namespace (as Synapse decides).
 //
-// Both methods run in the goroutine of Enqueue, at most once per room per
-// Enqueue call, only for services that the event alone did not decide, and
-// only when such a service has a namespace of that kind. They must be fast
-// (an in-memory cache, not a database scan per call): a slow lookup delays
-// every Enqueue, which is how Synapse's delivery once stalled. An error
-// fails the Enqueue call, which stores nothing.
+// The same rules decide which services receive the typing notifications
+// and read receipts of a room (EnqueueEphemeral), and, with UserRooms,
+// presence updates and device-list changes.
+//
+// Both methods run in the goroutine of the Enqueue method called, at most
+// once per room per call, only for services that the event alone did not
+// decide, and only when such a service has a namespace of that kind. They
+// must be fast (an in-memory cache, not a database scan per call): a slow
+// lookup delays every Enqueue, which is how Synapse's delivery once
+// stalled. An error fails the call, which stores nothing.
 type RoomDirectory interface {
 	// LocalAliases returns the room's aliases on this homeserver.
 	LocalAliases(ctx context.Context, roomID string) ([]string, error)
 	// LocalMembers returns the user IDs of the room's joined members on
 	// this homeserver.
 	LocalMembers(ctx context.Context, roomID string) ([]string, error)
+}
+
+// UserRooms is an optional extension of RoomDirectory: a Config.Rooms value
+// that also implements it lets the scheduler decide interest in a user
+// through the rooms the user is in, as Synapse does for presence and
+// device-list changes. An application service is then also interested in a
+// presence update (EnqueueEphemeral) or a device-list change
+// (EnqueueDeviceLists) of a user who is joined to a room the service is
+// interested in: a room in its rooms namespace, with a local alias in its
+// aliases namespace, or with a local member in its users namespace.
+// Without it, only the user's own ID decides (the service's users
+// namespace, or its own user).
+//
+// JoinedRooms runs in the goroutine of the Enqueue method, at most once per
+// user per call, with the RoomDirectory methods for each room it returns;
+// all of them must be fast. An error fails the call, which stores nothing.
+type UserRooms interface {
+	// JoinedRooms returns the IDs of the rooms this homeserver knows
+	// userID (local or remote) to be joined to.
+	JoinedRooms(ctx context.Context, userID string) ([]string, error)
 }
 
 // Config configures a Scheduler. Zero fields mean the documented defaults.
@@ -66,13 +90,18 @@ type Config struct {
 	// delayed by it. Defaults to DefaultPollInterval (1 s).
 	PollInterval time.Duration
 
-	// MaxEventsPerTxn is the most events one transaction carries. Defaults
-	// to DefaultMaxEventsPerTxn (100).
+	// MaxEventsPerTxn is the most events one transaction carries. Other
+	// content has limits of its own: MaxEphemeralPerTxn,
+	// MaxToDevicePerTxn, MaxDeviceListsPerTxn and MaxKeyCountsPerTxn.
+	// Defaults to DefaultMaxEventsPerTxn (100).
 	MaxEventsPerTxn int
 
-	// MaxTxnBytes bounds the bytes of events in one transaction; an event
-	// larger than it is refused by Enqueue. Defaults to DefaultMaxTxnBytes
-	// (1 MiB).
+	// MaxTxnBytes bounds the stored bytes of everything one transaction
+	// carries; an item larger than it is refused by the Enqueue method.
+	// The body can be larger: ephemeral events go under two keys when a
+	// service opts in to both names, and one-time key counts always do, so
+	// allow up to about twice this for a body. Defaults to
+	// DefaultMaxTxnBytes (1 MiB).
 	MaxTxnBytes int
 
 	// RetryInitial is the first wait after a failed delivery; each further
@@ -114,9 +143,20 @@ type Config struct {
 	MaxPoolBytes int
 
 	// Rooms, if set, is asked about a room's local aliases and members; see
-	// RoomDirectory. Defaults to nil: interest is decided from the event
-	// alone.
+	// RoomDirectory. If it also implements UserRooms, it is asked about the
+	// rooms of a user too. Defaults to nil: interest is decided from the
+	// event alone.
 	Rooms RoomDirectory
+
+	// LegacyQueryAuth also sends each application service its hs_token in
+	// the URL, as ?access_token=..., besides the Authorization header that
+	// is always sent: the legacy authentication of the Application Service
+	// API, for application services too old to read the header (Synapse's
+	// use_appservice_legacy_authorization). It is insecure: URLs, and so
+	// the token, end up in the access logs of the application service and
+	// of every proxy in between. The scheduler never logs the URL or the
+	// token. Defaults to false.
+	LegacyQueryAuth bool
 
 	// Logger receives the scheduler's logs. Tokens are never logged.
 	// Defaults to discarding everything.

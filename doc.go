@@ -3,11 +3,15 @@
 // of the Matrix Application Service API.
 //
 // A homeserver creates a Scheduler with New, starts it with Start and hands
-// it every persistent event with Enqueue. The scheduler decides which
-// application services want each event, stores it durably before Enqueue
-// returns, batches the events owed to each service into transactions, and
-// PUTs them to the service. When a service is down it retries with
-// exponential backoff until the service is back.
+// it every persistent event with Enqueue; ephemeral events (typing, read
+// receipts, presence) with EnqueueEphemeral, to-device messages with
+// EnqueueToDevice, and MSC3202 device data with EnqueueDeviceLists and
+// EnqueueDeviceKeyCounts, all of which get the same guarantees. Ping checks
+// that an application service is reachable (MSC2659). The scheduler
+// decides which application services want each event, stores it durably
+// before Enqueue returns, batches the events owed to each service into
+// transactions, and PUTs them to the service. When a service is down it
+// retries with exponential backoff until the service is back.
 //
 // Guarantees, each covered by tests:
 //

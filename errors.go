@@ -5,19 +5,22 @@ import (
 	"fmt"
 )
 
-// ErrNotStarted is returned by Enqueue before Start.
+// ErrNotStarted is returned by Enqueue, EnqueueEphemeral, EnqueueToDevice,
+// EnqueueDeviceLists, EnqueueDeviceKeyCounts and Ping before Start.
 var ErrNotStarted = errors.New("scheduler: not started")
 
-// ErrStopped is returned by Enqueue once Stop has begun, and by Start after
-// Stop.
+// ErrStopped is returned by Enqueue, EnqueueEphemeral, EnqueueToDevice,
+// EnqueueDeviceLists, EnqueueDeviceKeyCounts and Ping once Stop has begun,
+// and by Start after Stop.
 var ErrStopped = errors.New("scheduler: stopped")
 
 // ErrAlreadyStarted is returned by a second call to Start.
 var ErrAlreadyStarted = errors.New("scheduler: already started")
 
-// ErrBatchTooLarge is returned by Enqueue for a call with more events than
-// Config.MaxPoolEvents or more bytes than Config.MaxPoolBytes: such a call
-// could never be admitted. Split it into smaller calls.
+// ErrBatchTooLarge is returned by Enqueue (and the other Enqueue methods)
+// for a call with more items than Config.MaxPoolEvents or more bytes than
+// Config.MaxPoolBytes: such a call could never be admitted. Split it into
+// smaller calls.
 var ErrBatchTooLarge = errors.New("scheduler: enqueue call larger than the event pool")
 
 // ErrInvalidEvent is matched (errors.Is) by every error ParseEvent and
@@ -35,7 +38,8 @@ var ErrInvalidRegistration = errors.New("invalid registration")
 var ErrInvalidConfig = errors.New("invalid config")
 
 // ErrUnknownService is returned by Status and Purge for a service ID that is
-// neither configured nor has stored work.
+// neither configured nor has stored work, and by Ping for a service ID that
+// is not configured.
 var ErrUnknownService = errors.New("scheduler: unknown service")
 
 // InvalidEventError describes an event that ParseEvent or Enqueue rejected.
@@ -111,3 +115,96 @@ func (e *RegistrationError) Error() string {
 
 // Is reports whether target is ErrInvalidRegistration.
 func (e *RegistrationError) Is(target error) bool { return target == ErrInvalidRegistration }
+
+// ErrInvalidEphemeral is matched (errors.Is) by every error
+// ParseEphemeralEvent and EnqueueEphemeral return for a malformed ephemeral
+// event; the error itself is an *InvalidInputError.
+var ErrInvalidEphemeral = errors.New("invalid ephemeral event")
+
+// ErrInvalidToDevice is matched (errors.Is) by every error EnqueueToDevice
+// returns for a malformed to-device message; the error itself is an
+// *InvalidInputError.
+var ErrInvalidToDevice = errors.New("invalid to-device message")
+
+// ErrInvalidDeviceLists is matched (errors.Is) by every error
+// EnqueueDeviceLists returns for malformed device-list changes; the error
+// itself is an *InvalidInputError.
+var ErrInvalidDeviceLists = errors.New("invalid device-list changes")
+
+// ErrInvalidKeyCounts is matched (errors.Is) by every error
+// EnqueueDeviceKeyCounts returns for malformed key counts; the error itself
+// is an *InvalidInputError.
+var ErrInvalidKeyCounts = errors.New("invalid device key counts")
+
+// InvalidInputError describes an item that ParseEphemeralEvent,
+// EnqueueEphemeral, EnqueueToDevice, EnqueueDeviceLists or
+// EnqueueDeviceKeyCounts rejected, including one too large for any
+// transaction. It matches its kind's sentinel (Err) with errors.Is.
+type InvalidInputError struct {
+	// Err is the sentinel of the item's kind: ErrInvalidEphemeral,
+	// ErrInvalidToDevice, ErrInvalidDeviceLists or ErrInvalidKeyCounts.
+	Err error
+	// Index is the item's position in the call (0 for ParseEphemeralEvent
+	// and EnqueueDeviceLists).
+	Index int
+	// Reason says what is wrong, for a person to read.
+	Reason string
+}
+
+// Error returns "{Err} {Index}: {Reason}" ("{Err}: {Reason}" for
+// device-list changes, one per call).
+func (e *InvalidInputError) Error() string {
+	if e.Err == ErrInvalidDeviceLists {
+		return fmt.Sprintf("%v: %s", e.Err, e.Reason)
+	}
+	return fmt.Sprintf("%v %d: %s", e.Err, e.Index, e.Reason)
+}
+
+// Unwrap returns Err, so that errors.Is matches the kind's sentinel.
+func (e *InvalidInputError) Unwrap() error { return e.Err }
+
+// ErrNoURL is returned by Ping for a service whose registration has url:
+// null: it has nowhere to be reached.
+var ErrNoURL = errors.New("scheduler: application service has no URL (url: null)")
+
+// ErrTimeout is matched (errors.Is) by the error Ping returns when the
+// application service did not connect or answer within
+// Config.ConnectTimeout or Config.AnswerTimeout (or a timeout of
+// Config.HTTPClient).
+var ErrTimeout = errors.New("scheduler: application service timed out")
+
+// ErrBadStatus is matched (errors.Is) by the error Ping returns when the
+// application service answered with something else than success: a status
+// outside 2xx, or a 2xx answer that is not JSON. The error is then also a
+// *StatusError with the answer.
+var ErrBadStatus = errors.New("scheduler: application service answered with an error")
+
+// ErrUnreachable is matched (errors.Is) by the error Ping returns when no
+// answer came for another reason than a timeout: the connection was
+// refused or broken, the name did not resolve, and so on. The error wraps
+// the network error.
+var ErrUnreachable = errors.New("scheduler: application service unreachable")
+
+// StatusError is the answer of an application service that did not succeed
+// (see ErrBadStatus). It never contains the tokens.
+type StatusError struct {
+	// Status is the HTTP status code of the answer.
+	Status int
+	// Answer is the start of the answer's body, at most about 200 bytes,
+	// with non-printable bytes replaced and tokens redacted.
+	Answer string
+	// Reason says why the answer is not a success.
+	Reason string
+}
+
+// Error gives the status, the reason and the answer.
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("application service answered %d (%s)", e.Status, e.Reason)
+	if e.Answer != "" {
+		msg += ": " + e.Answer
+	}
+	return msg
+}
+
+// Is reports whether target is ErrBadStatus.
+func (e *StatusError) Is(target error) bool { return target == ErrBadStatus }

@@ -56,15 +56,18 @@ type Registration struct {
 	// The scheduler does not use it.
 	RateLimited *bool
 	// ReceiveEphemeral is the file's receive_ephemeral (MSC2409, stable):
-	// send ephemeral events (typing, receipts, presence) under "ephemeral".
+	// send ephemeral events (typing, receipts, presence) under "ephemeral",
+	// and to-device messages under "de.sorunome.msc2409.to_device".
 	ReceiveEphemeral bool
 	// PushEphemeral is the file's de.sorunome.msc2409.push_ephemeral (the
-	// unstable name of the same opt-in): send them under
-	// "de.sorunome.msc2409.ephemeral".
+	// unstable name of the same opt-in): send ephemeral events under
+	// "de.sorunome.msc2409.ephemeral" (under both keys when ReceiveEphemeral
+	// is set too), and to-device messages.
 	PushEphemeral bool
 	// MSC3202 is the file's org.matrix.msc3202: send the MSC3202 extensions
-	// (device list changes, one-time key counts, unused fallback keys) and
-	// to-device messages.
+	// (device-list changes, one-time key counts, unused fallback key
+	// types). To-device messages follow the ephemeral opt-ins, as in
+	// Synapse.
 	MSC3202 bool
 	// MSC4190 is the file's io.element.msc4190: the application service
 	// manages its devices itself (MSC4190). It changes client-server API

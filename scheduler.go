@@ -62,7 +62,7 @@ func New(cfg Config) (*Scheduler, error) {
 		log:      cfg.Logger,
 		sorter:   newEventSorter(cfg.ServerName, cfg.Services, cfg.Rooms),
 		services: make(map[string]*service, len(cfg.Services)),
-		limits:   store.Limits{MaxItems: cfg.MaxEventsPerTxn, MaxBytes: cfg.MaxTxnBytes},
+		limits:   txnLimits(cfg),
 		owner:    "asdeliver-" + hex.EncodeToString(id[:]),
 		stopping: make(chan struct{}),
 		newTimer: func(d time.Duration) (<-chan time.Time, func() bool) {
@@ -185,20 +185,14 @@ func (s *Scheduler) wakeServices(ids []string) {
 // Pass the events you have in one call: each call costs a commit, shared
 // with whatever other calls are waiting at that moment.
 func (s *Scheduler) Enqueue(ctx context.Context, events ...Event) error {
-	s.mu.Lock()
-	state := s.state
-	s.mu.Unlock()
-	switch {
-	case state == stateNew:
-		return ErrNotStarted
-	case state == stateStopped:
-		return ErrStopped
+	if err := s.accepting(); err != nil {
+		return err
 	}
 	if len(events) == 0 {
 		return nil
 	}
-	if len(events) > s.cfg.MaxPoolEvents {
-		return fmt.Errorf("%w: %d events, at most %d (Config.MaxPoolEvents) per call", ErrBatchTooLarge, len(events), s.cfg.MaxPoolEvents)
+	if err := s.checkCallSize(len(events), 0, "events"); err != nil {
+		return err
 	}
 	size := 0
 	for i := range events {
@@ -211,40 +205,29 @@ func (s *Scheduler) Enqueue(ctx context.Context, events ...Event) error {
 		}
 		size += len(ev.Raw)
 	}
-	if size > s.cfg.MaxPoolBytes {
-		return fmt.Errorf("%w: %d bytes of events, at most %d (Config.MaxPoolBytes) per call", ErrBatchTooLarge, size, s.cfg.MaxPoolBytes)
+	if err := s.checkCallSize(len(events), size, "events"); err != nil {
+		return err
 	}
 
-	call := &poolCall{done: make(chan error, 1)}
-	rooms := roomInfo{dir: s.cfg.Rooms}
+	rooms := newRoomInfo(s.cfg.Rooms)
+	var entries []store.Entry
 	var ids []string
 	for i := range events {
 		ev := &events[i]
 		var err error
-		ids, err = s.sorter.interested(ctx, ev, &rooms, ids[:0])
+		ids, err = s.sorter.interested(ctx, ev, rooms, ids[:0])
 		if err != nil {
 			return fmt.Errorf("error deciding interest in event %s: %w", ev.ID, err)
 		}
 		if len(ids) == 0 {
 			continue
 		}
-		call.entries = append(call.entries, store.Entry{
+		entries = append(entries, store.Entry{
 			Item:     store.Item{Kind: store.KindEvent, Key: ev.ID, Data: ev.Raw},
 			Services: append([]string(nil), ids...),
 		})
-		call.events++
-		call.bytes += len(ev.Raw)
 	}
-	if len(call.entries) == 0 {
-		return nil
-	}
-	if err := s.pool.admit(ctx, call); err != nil {
-		return err
-	}
-	if err := <-call.done; err != nil {
-		return fmt.Errorf("error storing events: %w", err)
-	}
-	return nil
+	return s.submit(ctx, entries, "events")
 }
 
 // ServiceUp tells the scheduler that the application service serviceID is

@@ -75,7 +75,12 @@ func newService(s *Scheduler, reg *Registration) *service {
 // endpoint says where and how to reach the AS; read at every send, so
 // stored transactions always go to the URL and token configured now.
 func (svc *service) endpoint() wire.Endpoint {
-	return wire.Endpoint{URL: svc.reg.URL, HSToken: svc.reg.HSToken, Redact: []string{svc.reg.ASToken}}
+	return wire.Endpoint{
+		URL:       svc.reg.URL,
+		HSToken:   svc.reg.HSToken,
+		Redact:    []string{svc.reg.ASToken},
+		QueryAuth: svc.s.cfg.LegacyQueryAuth,
+	}
 }
 
 // wake tells the owner that work may be queued; it never blocks.
@@ -226,7 +231,10 @@ func (svc *service) next(ctx context.Context) (*store.Txn, error) {
 		}
 		svc.haveStored = false
 	}
-	txn, err := svc.s.cfg.Store.NextTxn(ctx, svc.reg.ID, svc.epoch, wire.Format, svc.s.limits)
+	// The body format follows the registration as it is now, and is
+	// recorded with the transaction: its retries keep it.
+	format := wire.FormatFor(bodyFlags(svc.reg))
+	txn, err := svc.s.cfg.Store.NextTxn(ctx, svc.reg.ID, svc.epoch, format, svc.s.limits)
 	if err != nil {
 		return nil, storeErr("forming a transaction", err)
 	}

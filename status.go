@@ -33,12 +33,13 @@ type ServiceStatus struct {
 	State ServiceState
 	// StoredTxns counts transactions formed and not yet delivered.
 	StoredTxns int
-	// QueuedEvents counts events waiting to be put in a transaction.
+	// QueuedEvents counts items waiting to be put in a transaction: events,
+	// and ephemeral events, to-device messages and device data.
 	QueuedEvents int
 	// OldestWaiting is the age of the oldest undelivered event; zero when
 	// nothing waits.
 	OldestWaiting time.Duration
-	// Delivered counts events delivered since Start.
+	// Delivered counts items (events and the rest) delivered since Start.
 	Delivered int64
 	// LastSuccess is when a transaction was last delivered since Start.
 	LastSuccess time.Time

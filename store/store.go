@@ -38,13 +38,26 @@ var ErrClosed = errors.New("store: closed")
 var ErrInvalid = errors.New("store: invalid argument")
 
 // Kind says what an item is. The scheduler assembles a transaction body by
-// kind; a store keeps it and returns it unchanged.
+// kind, and NextTxn counts items per kind (Limits.MaxItemsByKind); beyond
+// that a store keeps the kind and returns it unchanged, whatever its value.
 type Kind uint8
 
 // The item kinds. Their numeric values are stored and must not change.
 const (
 	// KindEvent is a persistent room event (PDU) in client format.
 	KindEvent Kind = 1
+	// KindEphemeral is an ephemeral event (EDU) for the application
+	// service: a typing notification, a read receipt or a presence update.
+	KindEphemeral Kind = 2
+	// KindToDevice is a to-device message for a device of a user the
+	// application service is interested in.
+	KindToDevice Kind = 3
+	// KindDeviceLists is one summary of device-list changes: users whose
+	// device lists changed, and users the service need no longer track.
+	KindDeviceLists Kind = 4
+	// KindKeyCounts is the one-time key counts and the unused fallback key
+	// types of one device of one user.
+	KindKeyCounts Kind = 5
 )
 
 // Item is one unit of content owed to a service: its bytes are written once,
@@ -71,13 +84,29 @@ type Entry struct {
 	Services []string
 }
 
-// Limits bound the transaction that NextTxn forms.
+// Limits bound the transaction that NextTxn forms: how many items of each
+// kind it may hold, and how many bytes in all. See NextTxn for how they are
+// applied.
 type Limits struct {
-	// MaxItems is the most items a transaction may hold; at least 1.
+	// MaxItems is the most items of one kind a transaction may hold, for
+	// every kind that MaxItemsByKind does not list; at least 1.
 	MaxItems int
+	// MaxItemsByKind overrides MaxItems for the kinds it lists: the most
+	// items of that kind a transaction may hold. Every value is at least 1.
+	// Nil means MaxItems applies to every kind.
+	MaxItemsByKind map[Kind]int
 	// MaxBytes is the most item bytes (sum of len(Data)) a transaction may
 	// hold, except that the first item always fits.
 	MaxBytes int
+}
+
+// MaxFor returns the most items of kind k a transaction may hold under lim:
+// lim.MaxItemsByKind[k] if listed, else lim.MaxItems.
+func (lim Limits) MaxFor(k Kind) int {
+	if n, ok := lim.MaxItemsByKind[k]; ok {
+		return n
+	}
+	return lim.MaxItems
 }
 
 // Txn is a transaction: a batch of items bound to a service under an ID
@@ -88,7 +117,8 @@ type Txn struct {
 	// ID is the transaction ID: greater than every ID the store ever
 	// returned for Service, including across reopen.
 	ID int64
-	// Format is the body format version the caller passed to NextTxn.
+	// Format is the body format the caller passed to NextTxn, kept
+	// unchanged: an opaque number to the store.
 	Format int
 	// Hash is HashItems of Items, recorded when the transaction was formed.
 	Hash []byte
@@ -141,12 +171,18 @@ type Store interface {
 	Release(ctx context.Context, service string, epoch Epoch) error
 
 	// NextTxn forms a transaction from the oldest queued items of service
-	// that are not bound to a transaction, at most lim.MaxItems of them and
-	// at most lim.MaxBytes of Data (the first always fits). In one atomic
-	// step it binds them, allocates an ID greater than any ever returned
-	// for service, and records format and HashItems of the items. It returns
-	// (nil, nil) when nothing is queued, and ErrStaleEpoch if epoch is not
-	// the current lease epoch.
+	// that are not bound to a transaction. It takes them in Seq order and
+	// stops at the first item that does not fit: one whose kind already has
+	// lim.MaxFor(kind) items in the transaction, or whose Data would take
+	// the transaction's total past lim.MaxBytes (the first item always
+	// fits). It never skips an item to take a later one, so a transaction
+	// is always a contiguous run of the service's queue, and items of every
+	// kind keep their Seq order across transactions. In one atomic step it
+	// binds the items, allocates an ID greater than any ever returned for
+	// service, and records format and HashItems of the items. It returns
+	// (nil, nil) when nothing is queued, ErrStaleEpoch if epoch is not the
+	// current lease epoch, and ErrInvalid for lim.MaxItems, lim.MaxBytes or
+	// a value of lim.MaxItemsByKind below 1.
 	NextTxn(ctx context.Context, service string, epoch Epoch, format int, lim Limits) (*Txn, error)
 
 	// Txns lists up to limit stored transactions of service, oldest (lowest

@@ -31,3 +31,15 @@ func TestHashItemsDistinguishesWhatConcatenationWouldNot(t *testing.T) {
 		t.Errorf("HashItems returns a SHA-256 digest")
 	}
 }
+
+func TestLimitsMaxFor(t *testing.T) {
+	lim := Limits{MaxItems: 7, MaxItemsByKind: map[Kind]int{KindEphemeral: 3, KindEvent: 50}, MaxBytes: 1}
+	for k, want := range map[Kind]int{KindEvent: 50, KindEphemeral: 3, KindToDevice: 7, Kind(200): 7} {
+		if got := lim.MaxFor(k); got != want {
+			t.Errorf("MaxFor(%d): got %d, want %d", k, got, want)
+		}
+	}
+	if got := (Limits{MaxItems: 4}).MaxFor(KindEphemeral); got != 4 {
+		t.Errorf("MaxFor with nil MaxItemsByKind: got %d, want MaxItems 4", got)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,6 +71,13 @@ type Endpoint struct {
 	// "<redacted>" in excerpts and error messages should the AS echo them.
 	// Empty strings are ignored.
 	Redact []string
+	// QueryAuth also sends HSToken in the URL, as ?access_token=<HSToken>:
+	// the legacy authentication of the Application Service API, for ASes
+	// that predate the Authorization header (which is sent all the same).
+	// It is insecure: URLs end up in the access logs of the AS and of
+	// proxies. Errors never contain the URL, and the token, raw or
+	// URL-escaped, is redacted from errors and excerpts.
+	QueryAuth bool
 }
 
 // Result is what the AS answered: set whenever an answer arrived, also when
@@ -199,13 +207,20 @@ func (s *Sender) Ping(ctx context.Context, ep Endpoint, txnID string) (time.Dura
 // answer: method to ep.URL + path + id, where id also names the request in
 // errors, after what.
 func (s *Sender) do(parent context.Context, method, what string, ep Endpoint, path, id string, body []byte) (Result, time.Duration, error) {
+	secrets := ep.Redact
+	var query string
+	if ep.QueryAuth {
+		query = "access_token=" + url.QueryEscape(ep.HSToken)
+		// The token as it travels in the URL, should the AS echo it.
+		secrets = append(slices.Clip(secrets), url.QueryEscape(ep.HSToken))
+	}
 	// fail builds the error; op strings are only built on failure.
 	fail := func(err error) error {
 		op := method + " " + what
 		if id != "" {
 			op += " " + id
 		}
-		return failure(op, err, ep.HSToken, ep.Redact)
+		return failure(op, err, ep.HSToken, secrets)
 	}
 	if parent.Err() != nil {
 		return Result{}, 0, fail(contextError(parent))
@@ -232,6 +247,9 @@ func (s *Sender) do(parent context.Context, method, what string, ep Endpoint, pa
 	if err := checkURL(req.URL); err != nil {
 		return Result{}, 0, fail(err)
 	}
+	// Added after the check, which refuses a query in the AS's URL. No
+	// error repeats the URL: see call.error.
+	req.URL.RawQuery = query
 	req.Header["Authorization"] = []string{"Bearer " + ep.HSToken}
 	req.Header["Content-Type"] = jsonContentType
 	// A zero-length Idempotency-Key is not sent; it lets the transport
@@ -253,7 +271,7 @@ func (s *Sender) do(parent context.Context, method, what string, ep Endpoint, pa
 	resp.Body.Close()
 	rtt := time.Since(start)
 
-	res := Result{Status: resp.StatusCode, Excerpt: excerpt(answer, ep.HSToken, ep.Redact)}
+	res := Result{Status: resp.StatusCode, Excerpt: excerpt(answer, ep.HSToken, secrets)}
 	var reason string
 	switch {
 	case readErr != nil && parent.Err() != nil:

@@ -291,6 +291,11 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 	if lim.MaxBytes <= 0 {
 		return nil, invalid(op, "Limits.MaxBytes is %d: pass at least 1", lim.MaxBytes)
 	}
+	for k, n := range lim.MaxItemsByKind {
+		if n <= 0 {
+			return nil, invalid(op, "Limits.MaxItemsByKind[%d] is %d: pass at least 1", k, n)
+		}
+	}
 	if err := s.lock(op); err != nil {
 		return nil, err
 	}
@@ -304,11 +309,15 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 	if len(queued) == 0 {
 		return nil, nil
 	}
+	// Take items in order until the first that does not fit: never skip
+	// one, so that a transaction is a contiguous run of the queue.
+	var perKind [256]int // Kind is a uint8
 	n, size := 0, 0
 	for _, it := range queued {
-		if n == lim.MaxItems || (n > 0 && size+len(it.Data) > lim.MaxBytes) {
+		if perKind[it.Kind] == lim.MaxFor(it.Kind) || (n > 0 && size+len(it.Data) > lim.MaxBytes) {
 			break
 		}
+		perKind[it.Kind]++
 		n++
 		size += len(it.Data)
 	}

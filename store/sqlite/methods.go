@@ -510,6 +510,11 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 	case lim.MaxBytes < 1:
 		return nil, fmt.Errorf("%s for %q: %w", op, service, invalid("Limits.MaxBytes is %d: must be at least 1", lim.MaxBytes))
 	}
+	for k, n := range lim.MaxItemsByKind {
+		if n < 1 {
+			return nil, fmt.Errorf("%s for %q: %w", op, service, invalid("Limits.MaxItemsByKind[%d] is %d: must be at least 1", k, n))
+		}
+	}
 	var txn *store.Txn
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		var curEpoch, lastID, bound, queued int64
@@ -562,23 +567,29 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 }
 
 // readQueued reads the oldest queued items of service (seq above bound)
-// that fit in lim.
+// in seq order and stops at the first that does not fit lim: its kind's
+// count is reached, or its bytes would pass MaxBytes (the first always
+// fits). Rows are streamed, so stopping early reads no further.
 func (s *Store) readQueued(ctx context.Context, tx *sql.Tx, service string, bound int64, lim store.Limits) ([]store.Item, error) {
-	rows, err := tx.StmtContext(ctx, s.st.queuedItems).QueryContext(ctx, service, bound, lim.MaxItems)
+	// Every kind has its own count, so the most rows that can fit is the
+	// sum of the limits of the kinds seen; -1 lets the scan decide.
+	rows, err := tx.StmtContext(ctx, s.st.queuedItems).QueryContext(ctx, service, bound, -1)
 	if err != nil {
 		return nil, fmt.Errorf("reading queued items: %w", err)
 	}
 	defer rows.Close()
 	items := make([]store.Item, 0, min(lim.MaxItems, 128))
+	counts := make(map[store.Kind]int, 2)
 	size := 0
 	for rows.Next() {
 		it, err := scanItem(rows)
 		if err != nil {
 			return nil, fmt.Errorf("reading queued items: %w", err)
 		}
-		if len(items) > 0 && len(it.Data) > lim.MaxBytes-size {
+		if len(items) > 0 && (len(it.Data) > lim.MaxBytes-size || counts[it.Kind] >= lim.MaxFor(it.Kind)) {
 			break
 		}
+		counts[it.Kind]++
 		size += len(it.Data)
 		items = append(items, it)
 	}

@@ -75,6 +75,12 @@ var cases = []suiteCase{
 	{"CompleteUnknownIDIsNoOp", testCompleteUnknown},
 	{"CompleteTwiceIsNoOp", testCompleteTwice},
 
+	// kinds.go
+	{"NextTxnStopsAtFirstItemOverItsKindLimit", testStopsAtKindLimit},
+	{"NextTxnAppliesPerKindLimitsIndependently", testKindLimitsIndependent},
+	{"NextTxnKeepsSeqOrderAcrossMixedKinds", testMixedKindsKeepSeqOrder},
+	{"NextTxnRejectsKindLimitBelowOne", testInvalidKindLimit},
+
 	// backlog.go
 	{"BacklogsCountsTxnsAndQueued", testBacklogCounts},
 	{"BacklogsOmitsServicesWithNothingPending", testBacklogsOmitIdle},
