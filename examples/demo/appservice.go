@@ -25,10 +25,13 @@ type appService struct {
 	mismatch  int               // retried transactions whose body changed
 	seen      map[string]int    // event ID → times received
 	delivered []string          // event IDs in order of first receipt
+	edus      map[string]int    // demo marker of a typing notification or receipt → times received
+	toDevice  map[string]int    // demo marker of a to-device message → times received
 }
 
 func newAppService(name, token string) *appService {
-	as := &appService{name: name, token: token, bodies: map[string][]byte{}, seen: map[string]int{}}
+	as := &appService{name: name, token: token, bodies: map[string][]byte{}, seen: map[string]int{},
+		edus: map[string]int{}, toDevice: map[string]int{}}
 	as.srv = httptest.NewServer(http.HandlerFunc(as.serve))
 	return as
 }
@@ -52,10 +55,19 @@ func (as *appService) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"errcode":"M_UNKNOWN","error":"bridge restarting"}`, http.StatusServiceUnavailable)
 		return
 	}
+	// A marker in the content identifies each typing notification, receipt
+	// and to-device message the demo sends.
+	type marked struct {
+		Content struct {
+			Marker string `json:"demo_marker"`
+		} `json:"content"`
+	}
 	var txn struct {
 		Events []struct {
 			ID string `json:"event_id"`
 		} `json:"events"`
+		Ephemeral []marked `json:"ephemeral"`
+		ToDevice  []marked `json:"de.sorunome.msc2409.to_device"`
 	}
 	if err := json.Unmarshal(body, &txn); err != nil {
 		as.failures++
@@ -67,6 +79,12 @@ func (as *appService) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	as.bodies[txnID] = body
 	as.txns++
+	for _, e := range txn.Ephemeral {
+		as.edus[e.Content.Marker]++
+	}
+	for _, m := range txn.ToDevice {
+		as.toDevice[m.Content.Marker]++
+	}
 	for _, e := range txn.Events {
 		if as.seen[e.ID] == 0 {
 			as.delivered = append(as.delivered, e.ID)
@@ -86,6 +104,7 @@ func (as *appService) setDown(down bool) {
 // stats is a snapshot of what the service received.
 type stats struct {
 	delivered, duplicates, txns, failures, mismatch int
+	edus, toDevice                                  int // distinct markers received
 	order                                           []string
 }
 
@@ -93,7 +112,7 @@ func (as *appService) stats() stats {
 	as.mu.Lock()
 	defer as.mu.Unlock()
 	st := stats{delivered: len(as.delivered), txns: as.txns, failures: as.failures, mismatch: as.mismatch,
-		order: append([]string(nil), as.delivered...)}
+		order: append([]string(nil), as.delivered...), edus: len(as.edus), toDevice: len(as.toDevice)}
 	for _, n := range as.seen {
 		st.duplicates += n - 1
 	}

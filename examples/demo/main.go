@@ -47,11 +47,14 @@ func main() {
 
 // bridge is one demo application service and the users it puppets.
 type bridge struct {
-	as       *appService
-	reg      *scheduler.Registration
-	prefix   string   // its users' localpart prefix
-	rooms    string   // its rooms' ID prefix, "" if none
-	expected []string // event IDs it must receive, in enqueue order
+	as        *appService
+	reg       *scheduler.Registration
+	prefix    string   // its users' localpart prefix
+	rooms     string   // its rooms' ID prefix, "" if none
+	ephemeral bool     // opts in to typing, receipts and to-device messages
+	expected  []string // event IDs it must receive, in enqueue order
+	edus      int      // typing notifications and receipts it must receive
+	toDevice  int      // to-device messages it must receive
 }
 
 func (b *bridge) wants(sender, room string) bool {
@@ -74,7 +77,7 @@ func run(dbPath string, total int, outage time.Duration, verbose bool) (bool, er
 	defer st.Close()
 
 	bridges := []*bridge{
-		{prefix: "whatsapp_"},
+		{prefix: "whatsapp_", rooms: "!wa-", ephemeral: true},
 		{prefix: "irc_", rooms: "!irc-"},
 		{prefix: "slack_"},
 	}
@@ -95,6 +98,9 @@ namespaces:
 `, name, b.as.srv.URL, name, name, name, b.prefix)
 		if b.rooms != "" {
 			yaml += fmt.Sprintf("  rooms:\n    - exclusive: false\n      regex: '%s.*'\n", b.rooms)
+		}
+		if b.ephemeral {
+			yaml += "receive_ephemeral: true\nde.sorunome.msc2409.push_ephemeral: true\n"
 		}
 		reg, err := scheduler.ParseRegistration([]byte(yaml))
 		if err != nil {
@@ -215,15 +221,67 @@ func produce(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge, tot
 		if err := s.Enqueue(ctx, events...); err != nil {
 			return fmt.Errorf("enqueue: %w", err)
 		}
+		if err := sendEphemeral(ctx, s, bridges, rng, n); err != nil {
+			return err
+		}
 		n += batch
 		time.Sleep(pace)
 	}
 	return nil
 }
 
+// sendEphemeral plays the homeserver's typing, read-receipt and to-device
+// traffic: a typing notification and a receipt in a WhatsApp-bridged room
+// and a to-device message to a bridged device, each marked so the AS can
+// count it. Only the bridge that opted in receives them.
+func sendEphemeral(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge, rng *rand.Rand, n int) error {
+	room := fmt.Sprintf("!wa-%d:%s", rng.IntN(5), serverName)
+	user := fmt.Sprintf("@whatsapp_%d:%s", rng.IntN(100), serverName)
+	typing, err := json.Marshal(map[string]any{"type": "m.typing", "room_id": room,
+		"content": map[string]any{"user_ids": []string{user}, "demo_marker": fmt.Sprintf("typing-%d", n)}})
+	if err != nil {
+		return err
+	}
+	receipt, err := json.Marshal(map[string]any{"type": "m.receipt", "room_id": room,
+		"content": map[string]any{
+			fmt.Sprintf("$demo%06d:%s", n, serverName): map[string]any{"m.read": map[string]any{user: map[string]any{"ts": time.Now().UnixMilli()}}},
+			"demo_marker": fmt.Sprintf("receipt-%d", n)}})
+	if err != nil {
+		return err
+	}
+	var edus []scheduler.EphemeralEvent
+	for _, raw := range [][]byte{typing, receipt} {
+		ev, err := scheduler.ParseEphemeralEvent(raw)
+		if err != nil {
+			return err
+		}
+		edus = append(edus, ev)
+	}
+	if err := s.EnqueueEphemeral(ctx, edus...); err != nil {
+		return fmt.Errorf("enqueue ephemeral: %w", err)
+	}
+	content, err := json.Marshal(map[string]any{"algorithm": "m.megolm.v1.aes-sha2", "demo_marker": fmt.Sprintf("todevice-%d", n)})
+	if err != nil {
+		return err
+	}
+	msg := scheduler.ToDeviceMessage{Sender: "@alice:" + serverName, Type: "m.room_key_request",
+		ToUserID: user, ToDeviceID: "WHATSAPPDEV", Content: content}
+	if err := s.EnqueueToDevice(ctx, msg); err != nil {
+		return fmt.Errorf("enqueue to-device: %w", err)
+	}
+	for _, b := range bridges {
+		if b.ephemeral {
+			b.edus += len(edus)
+			b.toDevice++
+		}
+	}
+	return nil
+}
+
 func allDelivered(bridges []*bridge) bool {
 	for _, b := range bridges {
-		if b.as.stats().delivered < len(b.expected) {
+		st := b.as.stats()
+		if st.delivered < len(b.expected) || st.edus < b.edus || st.toDevice < b.toDevice {
 			return false
 		}
 	}
@@ -248,7 +306,7 @@ func printProgress(ctx context.Context, s *scheduler.Scheduler, bridges []*bridg
 func printTable(bridges []*bridge) bool {
 	ok := true
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "service\texpected\tdelivered\tin order\tduplicates\ttransactions\tevents/txn\tfailed attempts\t")
+	fmt.Fprintln(w, "service\texpected\tdelivered\tin order\tduplicates\ttransactions\tevents/txn\tfailed attempts\ttyping+receipts\tto-device\t")
 	for _, b := range bridges {
 		st := b.as.stats()
 		inOrder := slices.Equal(st.order, b.expected)
@@ -256,9 +314,10 @@ func printTable(bridges []*bridge) bool {
 		if st.txns > 0 {
 			perTxn = float64(st.delivered+st.duplicates) / float64(st.txns)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%v\t%d\t%d\t%.1f\t%d\t\n",
-			b.as.name, len(b.expected), st.delivered, inOrder, st.duplicates, st.txns, perTxn, st.failures)
-		if !inOrder || st.delivered != len(b.expected) || st.mismatch > 0 {
+		fmt.Fprintf(w, "%s\t%d\t%d\t%v\t%d\t%d\t%.1f\t%d\t%d/%d\t%d/%d\t\n",
+			b.as.name, len(b.expected), st.delivered, inOrder, st.duplicates, st.txns, perTxn, st.failures,
+			st.edus, b.edus, st.toDevice, b.toDevice)
+		if !inOrder || st.delivered != len(b.expected) || st.mismatch > 0 || st.edus != b.edus || st.toDevice != b.toDevice {
 			ok = false
 		}
 		if st.mismatch > 0 {
