@@ -17,7 +17,7 @@ type eventPool struct {
 	store     store.Store
 	maxEvents int
 	maxBytes  int
-	committed func(services []string) // told after every successful commit
+	committed func(queued map[string]int) // told, per service, the items of every successful commit
 
 	mu      sync.Mutex
 	events  int           // events admitted and not yet committed
@@ -36,7 +36,7 @@ type poolCall struct {
 	done    chan error // receives the commit's outcome, once
 }
 
-func newEventPool(st store.Store, maxEvents, maxBytes int, committed func([]string)) *eventPool {
+func newEventPool(st store.Store, maxEvents, maxBytes int, committed func(map[string]int)) *eventPool {
 	return &eventPool{
 		store:     st,
 		maxEvents: maxEvents,
@@ -154,24 +154,20 @@ func (p *eventPool) commit(ctx context.Context, calls []*poolCall) {
 	p.mu.Unlock()
 
 	if err == nil {
-		p.committed(servicesOf(entries))
+		p.committed(countPerService(entries))
 	}
 	for _, c := range calls {
 		c.done <- err
 	}
 }
 
-// servicesOf lists the distinct services the entries are queued for.
-func servicesOf(entries []store.Entry) []string {
-	var out []string
-	seen := make(map[string]struct{}, 4)
+// countPerService counts the entries queued for each service.
+func countPerService(entries []store.Entry) map[string]int {
+	counts := make(map[string]int, 4)
 	for _, e := range entries {
 		for _, s := range e.Services {
-			if _, ok := seen[s]; !ok {
-				seen[s] = struct{}{}
-				out = append(out, s)
-			}
+			counts[s]++
 		}
 	}
-	return out
+	return counts
 }

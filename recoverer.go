@@ -48,7 +48,7 @@ func (s *Scheduler) recover(ctx context.Context, svc *service) error {
 			if s.isStopping() {
 				return errStopping
 			}
-			txn, err := svc.next(ctx)
+			txn, fromStore, err := svc.next(ctx)
 			if err != nil {
 				return err
 			}
@@ -56,7 +56,7 @@ func (s *Scheduler) recover(ctx context.Context, svc *service) error {
 				svc.log.Info("application service is back up")
 				return nil
 			}
-			err = svc.send(ctx, txn)
+			err = svc.send(ctx, txn, fromStore)
 			if err == nil {
 				b.Reset()
 				continue

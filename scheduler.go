@@ -97,10 +97,12 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		return fmt.Errorf("error checking the store: %w", err)
 	}
 	for _, b := range backlogs {
-		if s.services[b.Service] == nil {
-			s.log.Warn("the store holds work for a service that is not configured; it is kept until purged",
-				"service", b.Service, "txns", b.Txns, "queued", b.Queued)
+		if svc := s.services[b.Service]; svc != nil {
+			svc.queued.Store(int64(b.Queued))
+			continue
 		}
+		s.log.Warn("the store holds work for a service that is not configured; it is kept until purged",
+			"service", b.Service, "txns", b.Txns, "queued", b.Queued)
 	}
 	s.sender = wire.NewSender(s.cfg.HTTPClient, s.cfg.ConnectTimeout, s.cfg.AnswerTimeout)
 
@@ -160,9 +162,10 @@ func (s *Scheduler) isStopping() bool {
 }
 
 // wakeServices wakes the owners of services with newly committed work.
-func (s *Scheduler) wakeServices(ids []string) {
-	for _, id := range ids {
+func (s *Scheduler) wakeServices(queued map[string]int) {
+	for id, n := range queued {
 		if svc := s.services[id]; svc != nil {
+			svc.queued.Add(int64(n))
 			svc.wake()
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asdeliver/scheduler/internal/wire"
@@ -42,6 +43,12 @@ type service struct {
 	epoch      store.Epoch
 	claimedAt  time.Time
 	haveStored bool // stored transactions may exist (after a claim or a failure)
+
+	// queued estimates the items queued and not yet in a transaction:
+	// raised by this process's commits, lowered by formations, set from
+	// the Store at Start and by the poller. It only decides whether to
+	// form the next transaction during a PUT.
+	queued atomic.Int64
 
 	mu     sync.Mutex
 	status serviceStatus
@@ -218,19 +225,26 @@ func (svc *service) oldestStored(ctx context.Context) (*store.Txn, error) {
 }
 
 // next returns the transaction to send now: the oldest stored one if any
-// may exist, else one formed from the oldest queued items; nil when the
-// service is owed nothing.
-func (svc *service) next(ctx context.Context) (*store.Txn, error) {
+// may exist (fromStore true: read back, to be checked before sending), else
+// one formed from the oldest queued items; nil when the service is owed
+// nothing.
+func (svc *service) next(ctx context.Context) (txn *store.Txn, fromStore bool, err error) {
 	if err := svc.renew(ctx); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if svc.haveStored {
 		txn, err := svc.oldestStored(ctx)
 		if err != nil || txn != nil {
-			return txn, err
+			return txn, true, err
 		}
 		svc.haveStored = false
 	}
+	txn, err = svc.form(ctx)
+	return txn, false, err
+}
+
+// form forms a transaction from the oldest queued items, nil if none.
+func (svc *service) form(ctx context.Context) (*store.Txn, error) {
 	// The body format follows the registration as it is now, and is
 	// recorded with the transaction: its retries keep it.
 	format := wire.FormatFor(bodyFlags(svc.reg))
@@ -238,16 +252,29 @@ func (svc *service) next(ctx context.Context) (*store.Txn, error) {
 	if err != nil {
 		return nil, storeErr("forming a transaction", err)
 	}
+	if txn != nil {
+		svc.queued.Add(-int64(len(txn.Items)))
+	}
 	return txn, nil
+}
+
+// fullBatchWaiting reports whether enough items are queued to fill a
+// transaction, as far as this process knows: then forming the next one
+// while a PUT is in flight costs no batching.
+func (svc *service) fullBatchWaiting() bool {
+	return svc.queued.Load() >= int64(svc.s.cfg.MaxEventsPerTxn)
 }
 
 // errSendFailed wraps every failure to deliver a transaction to the AS.
 var errSendFailed = errors.New("delivery failed")
 
-// send PUTs txn to the AS and, on success, completes it in the Store.
-// Failures to deliver wrap errSendFailed; Store failures do not.
-func (svc *service) send(ctx context.Context, txn *store.Txn) error {
-	if !bytes.Equal(store.HashItems(txn.Items), txn.Hash) {
+// put PUTs txn to the AS. With verify it first checks the items against
+// the hash recorded when the transaction was formed: for one read back
+// from the Store, not one this owner has just formed. Failures to deliver
+// wrap errSendFailed; a PUT cancelled by Stop returns errStopping. It
+// touches only the status, so it may run beside the owner goroutine.
+func (svc *service) put(ctx context.Context, txn *store.Txn, verify bool) error {
+	if verify && !bytes.Equal(store.HashItems(txn.Items), txn.Hash) {
 		// The stored items no longer match what was formed: sending them
 		// under the same ID would break the promise of identical retries.
 		return fmt.Errorf("stored transaction %d of %s fails its hash check; refusing to send it", txn.ID, svc.reg.ID)
@@ -258,7 +285,6 @@ func (svc *service) send(ctx context.Context, txn *store.Txn) error {
 	}
 	res, err := svc.s.sender.PutTxn(ctx, svc.endpoint(), txn.ID, body)
 	if err != nil {
-		svc.haveStored = true // the failed transaction stays stored, to be resent first
 		if ctx.Err() != nil {
 			// Stop ran out of time and cancelled the PUT: not the AS's
 			// fault, and the next run resends the transaction.
@@ -267,15 +293,30 @@ func (svc *service) send(ctx context.Context, txn *store.Txn) error {
 		svc.noteFailure(res, err, txn)
 		return fmt.Errorf("%w: %w", errSendFailed, err)
 	}
-	// The AS has it: record that even if Stop has just cancelled ctx, or
-	// the next run would send it again.
+	svc.noteSuccess(res, len(txn.Items))
+	return nil
+}
+
+// complete records in the Store that the AS has txn, even if Stop has just
+// cancelled ctx: otherwise the next run would send it again.
+func (svc *service) complete(ctx context.Context, txn *store.Txn) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), completeTimeout)
 	defer cancel()
 	if err := svc.s.cfg.Store.Complete(cctx, svc.reg.ID, svc.epoch, txn.ID); err != nil {
 		return storeErr("completing a delivered transaction", err)
 	}
-	svc.noteSuccess(res, len(txn.Items))
 	return nil
+}
+
+// send PUTs txn and completes it: the Recoverer's one-at-a-time path.
+func (svc *service) send(ctx context.Context, txn *store.Txn, fromStore bool) error {
+	if err := svc.put(ctx, txn, fromStore); err != nil {
+		if errors.Is(err, errSendFailed) || errors.Is(err, errStopping) {
+			svc.haveStored = true // the transaction stays stored, to be resent first
+		}
+		return err
+	}
+	return svc.complete(ctx, txn)
 }
 
 func (svc *service) noteSuccess(res wire.Result, items int) {

@@ -278,6 +278,7 @@ func (s *Scheduler) poll(ctx context.Context, interval time.Duration) {
 		}
 		for _, b := range backlogs {
 			if svc := s.services[b.Service]; svc != nil {
+				svc.queued.Store(int64(b.Queued))
 				svc.wake()
 				continue
 			}
