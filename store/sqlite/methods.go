@@ -22,8 +22,9 @@ const (
 	maxBatch    = 1 << (batchLevels - 1)
 )
 
-// statements are the prepared statements of the methods, prepared once on
-// the store's single connection.
+// statements are the prepared statements of the methods, prepared once:
+// those of the calls that only read (Txns, Backlogs) on the reader's
+// connection, the others on the writer's.
 type statements struct {
 	all []*sql.Stmt
 
@@ -48,15 +49,17 @@ type statements struct {
 	insertTxn     *sql.Stmt
 	bind          *sql.Stmt
 
-	// Txns and Complete.
-	listTxns       *sql.Stmt
-	rangeItems     *sql.Stmt
+	// Txns (reader).
+	listTxns   *sql.Stmt
+	rangeItems *sql.Stmt
+
+	// Complete.
 	txnRange       *sql.Stmt
 	deleteTxnItems *sql.Stmt
 	deleteTxnQueue *sql.Stmt
 	deleteTxn      *sql.Stmt
 
-	// Backlogs.
+	// Backlogs (reader).
 	backlogs *sql.Stmt
 
 	// Purge.
@@ -77,11 +80,12 @@ func valuesList(n, k int) string {
 	return strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
 }
 
-// prepare prepares every statement on db.
-func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
+// prepare prepares the statements of the calls that only read on rdb, the
+// others on db.
+func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 	st := &statements{}
 	var err error
-	p := func(query string) *sql.Stmt {
+	on := func(db *sql.DB, query string) *sql.Stmt {
 		if err != nil {
 			return nil
 		}
@@ -94,6 +98,8 @@ func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
 		st.all = append(st.all, s)
 		return s
 	}
+	p := func(query string) *sql.Stmt { return on(db, query) }
+	r := func(query string) *sql.Stmt { return on(rdb, query) }
 
 	for k := range batchLevels {
 		st.insertItems[k] = p(`INSERT INTO items (kind, key, data, created) VALUES ` + valuesList(1<<k, 4))
@@ -120,9 +126,9 @@ func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
 		VALUES (?, ?, ?, ?, ?, ?, ?)`)
 	st.bind = p(`UPDATE services SET last_txn_id = ?, bound_seq = ?, queued = queued - ? WHERE service = ?`)
 
-	st.listTxns = p(`SELECT id, format, hash, created, first_seq, last_seq
+	st.listTxns = r(`SELECT id, format, hash, created, first_seq, last_seq
 		FROM txns WHERE service = ? ORDER BY id LIMIT ?`)
-	st.rangeItems = p(`SELECT q.seq, i.kind, i.key, i.data
+	st.rangeItems = r(`SELECT q.seq, i.kind, i.key, i.data
 		FROM queue AS q JOIN items AS i ON i.seq = q.seq
 		WHERE q.service = ? AND q.seq BETWEEN ? AND ? ORDER BY q.seq`)
 	st.txnRange = p(`SELECT first_seq, last_seq FROM txns WHERE service = ? AND id = ?`)
@@ -132,7 +138,7 @@ func prepare(ctx context.Context, db *sql.DB) (*statements, error) {
 	st.deleteTxnQueue = p(`DELETE FROM queue WHERE service = ? AND seq BETWEEN ? AND ?`)
 	st.deleteTxn = p(`DELETE FROM txns WHERE service = ? AND id = ?`)
 
-	st.backlogs = p(`SELECT service, txns, queued, oldest FROM (
+	st.backlogs = r(`SELECT service, txns, queued, oldest FROM (
 		SELECT s.service AS service,
 			(SELECT count(*) FROM txns AS t WHERE t.service = s.service) AS txns,
 			s.queued AS queued,
@@ -305,7 +311,7 @@ func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 	if len(plan.items) == 0 {
 		return nil
 	}
-	if err := s.inTx(ctx, func(tx *sql.Tx) error { return s.appendTx(ctx, tx, plan) }); err != nil {
+	if err := s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error { return s.appendTx(ctx, tx, plan) }); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil
@@ -430,7 +436,8 @@ func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Durat
 		expires = math.MaxInt64
 	}
 	var granted store.Epoch
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
+		granted = 0
 		if _, err := tx.StmtContext(ctx, s.st.ensureService).ExecContext(ctx, service); err != nil {
 			return err
 		}
@@ -478,7 +485,7 @@ func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) 
 	if service == "" {
 		return fmt.Errorf("%s: %w", op, invalid("empty service ID"))
 	}
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
 		}
@@ -516,7 +523,8 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 		}
 	}
 	var txn *store.Txn
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
+		txn = nil
 		var curEpoch, lastID, bound, queued int64
 		err := tx.StmtContext(ctx, s.st.serviceForTxn).QueryRowContext(ctx, service).
 			Scan(&curEpoch, &lastID, &bound, &queued)
@@ -625,7 +633,7 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 		limit = -1 // SQLite: no limit
 	}
 	var txns []store.Txn
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.readTx(ctx, func(tx *sql.Tx) error {
 		var ranges [][2]int64
 		rows, err := tx.StmtContext(ctx, s.st.listTxns).QueryContext(ctx, service, limit)
 		if err != nil {
@@ -682,10 +690,8 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 	return txns, nil
 }
 
-// Complete implements store.Store. Once enough pages are free, it also
-// gives a bounded step of them back to the file system, in the same SQLite
-// transaction, and checkpoints when the files on disk have become larger
-// than the database by the vacuum threshold; see the package doc.
+// Complete implements store.Store. The pages it frees are given back to the
+// file system later, by the writer between batches; see the package doc.
 func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
 	const op = "error completing transaction"
 	release, err := s.enter(ctx)
@@ -696,8 +702,7 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 	if service == "" {
 		return fmt.Errorf("%s: %w", op, invalid("empty service ID"))
 	}
-	vacuumed := 0
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, true, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
 		}
@@ -716,19 +721,11 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 		if _, err := tx.StmtContext(ctx, s.st.deleteTxnQueue).ExecContext(ctx, service, first, last); err != nil {
 			return fmt.Errorf("deleting queue rows: %w", err)
 		}
-		if _, err := tx.StmtContext(ctx, s.st.deleteTxn).ExecContext(ctx, service, id); err != nil {
-			return err
-		}
-		vacuumed, err = s.vacuumStepTx(ctx, tx)
+		_, err = tx.StmtContext(ctx, s.st.deleteTxn).ExecContext(ctx, service, id)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("%s %d of %q: %w", op, id, service, err)
-	}
-	if vacuumed > 0 {
-		// The transaction is complete whatever happens here: a checkpoint
-		// that fails now is made up by the next one.
-		_ = s.checkpointIfShrunk(ctx)
 	}
 	return nil
 }
@@ -766,8 +763,8 @@ func (s *Store) Backlogs(ctx context.Context) ([]store.Backlog, error) {
 }
 
 // Purge implements store.Store. The service's lease and last transaction ID
-// are kept. The space the purge frees is given back to the file system in
-// bounded steps before Purge returns.
+// are kept. The space the purge frees is given back to the file system
+// later, by the writer in bounded steps between batches.
 func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) error {
 	const op = "error purging service"
 	release, err := s.enter(ctx)
@@ -778,7 +775,7 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 	if service == "" {
 		return fmt.Errorf("%s: %w", op, invalid("empty service ID"))
 	}
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, true, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
 		}
@@ -795,9 +792,5 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 	if err != nil {
 		return fmt.Errorf("%s %q: %w", op, service, err)
 	}
-	// The purge is done whatever happens here: space not given back now is
-	// given back by a later call or the next Open.
-	threshold, _ := s.vacuumPages()
-	_ = s.compact(ctx, threshold)
 	return nil
 }

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -12,7 +11,7 @@ import (
 )
 
 // Free pages are given back to the file system once vacuumThreshold bytes
-// of them have gathered, at most vacuumStep bytes per call. Fewer free
+// of them have gathered, at most vacuumStep bytes per step of the writer. Fewer free
 // pages are left for SQLite to reuse: a store whose backlog comes and goes
 // by small amounts does not shrink and regrow its file at every step. The
 // step is larger than what one Complete frees (a transaction holds at most
@@ -52,39 +51,68 @@ func (s *Store) vacuumPages() (threshold, step int64) {
 	return max(vacuumThreshold/s.pageSize, 1), max(vacuumStep/s.pageSize, 1)
 }
 
-// vacuumStepTx gives back up to vacuumStep of free pages within tx when at
-// least vacuumThreshold of them are free, and returns how many pages it
-// gave back. The step runs under a savepoint: if it fails, it is undone and
-// the rest of tx stands, since the space is only postponed to the next call.
-func (s *Store) vacuumStepTx(ctx context.Context, tx *sql.Tx) (int, error) {
-	threshold, step := s.vacuumPages()
-	var free int64
-	if err := tx.StmtContext(ctx, s.st.freelistCount).QueryRowContext(ctx).Scan(&free); err != nil {
-		return 0, fmt.Errorf("reading the free page count: %w", err)
-	}
-	if free < threshold {
-		return 0, nil
-	}
-	if _, err := tx.ExecContext(ctx, "SAVEPOINT vacuum"); err != nil {
-		return 0, err
-	}
-	n, err := countRows(ctx, tx, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", step))
-	if err != nil {
-		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO vacuum"); rerr != nil {
-			return 0, fmt.Errorf("incremental vacuum: %w (undoing it: %w)", err, rerr)
-		}
-		n = 0
-	}
-	if _, err := tx.ExecContext(ctx, "RELEASE vacuum"); err != nil {
-		return 0, err
-	}
-	return n, nil
+// forcedVacuumPages returns how many free pages make the writer give a
+// step back even while requests wait: under a load that never lets it
+// idle, the free pages stay below this bound plus what one batch frees.
+func (s *Store) forcedVacuumPages() int64 {
+	_, step := s.vacuumPages()
+	return 2 * step
 }
 
-// compact gives back free pages in steps, each its own SQLite transaction
-// so that other calls run in between, until fewer than minFree are free;
-// then it checkpoints if the file on disk is now too large. Open calls it
-// with 1 (give back everything), Purge with the vacuum threshold.
+// compactionOwed reports whether the writer has space to give back to the
+// file system: at least vacuumThreshold of free pages, or pages given back
+// since the last checkpoint.
+func (s *Store) compactionOwed() bool {
+	threshold, _ := s.vacuumPages()
+	return s.w.free >= threshold || s.w.checkpointOwed
+}
+
+// compactStep is one bounded step of the writer's compaction, run between
+// batches: it gives back up to vacuumStep of free pages when at least
+// vacuumThreshold of them are free, or else, after pages were given back,
+// checkpoints if the files on disk have become larger than the database.
+// Failures only postpone the space: the next Complete that frees pages
+// tries again, and Open gives back everything.
+func (s *Store) compactStep() {
+	ctx := context.Background()
+	threshold, step := s.vacuumPages()
+	if s.w.free >= threshold {
+		n, free, err := s.vacuumStep(ctx, step)
+		if err != nil {
+			s.w.free = 0
+			return
+		}
+		s.w.free = free
+		if n > 0 {
+			s.w.checkpointOwed = true
+		}
+		return
+	}
+	s.w.checkpointOwed = false
+	_ = s.checkpointIfShrunk(ctx)
+}
+
+// vacuumStep gives back up to step free pages in a SQLite transaction of
+// its own, and returns how many it gave back and how many are still free.
+func (s *Store) vacuumStep(ctx context.Context, step int64) (n int, free int64, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if n, err = countRows(ctx, tx, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", step)); err != nil {
+		return 0, 0, err
+	}
+	if err := tx.StmtContext(ctx, s.st.freelistCount).QueryRowContext(ctx).Scan(&free); err != nil {
+		return 0, 0, err
+	}
+	return n, free, tx.Commit()
+}
+
+// compact gives back free pages in steps, each its own SQLite transaction,
+// until fewer than minFree are free; then it checkpoints if the file on
+// disk is now too large. Open calls it with 1, to give back everything,
+// before the writer starts.
 func (s *Store) compact(ctx context.Context, minFree int64) error {
 	_, step := s.vacuumPages()
 	total := 0
@@ -134,33 +162,7 @@ func (s *Store) checkpointIfShrunk(ctx context.Context) error {
 	if onDisk/s.pageSize-pages < threshold {
 		return nil
 	}
-	return s.checkpoint(ctx)
-}
-
-// checkpoint copies the write-ahead log into the database file, cuts the
-// file to the database's size and empties the log (TRUNCATE). It does not
-// wait for another program's reader: with one in the way it checkpoints
-// what it can and leaves the rest to a later checkpoint.
-func (s *Store) checkpoint(ctx context.Context) error {
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "PRAGMA busy_timeout = 0"); err != nil {
-		return err
-	}
-	var busy, logFrames, copied int
-	cerr := conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &copied)
-	restore := fmt.Sprintf("PRAGMA busy_timeout = %d", s.busyTimeout.Milliseconds())
-	if _, err := conn.ExecContext(context.WithoutCancel(ctx), restore); err != nil {
-		// A connection without its busy timeout would fail where it must
-		// wait: have database/sql drop it and open one, which the
-		// connector configures in full.
-		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		return errors.Join(cerr, err)
-	}
-	return cerr
+	return s.ckpt.truncateLog()
 }
 
 // checkRoom fails with ErrFull when the pages in use inside tx exceed what

@@ -38,6 +38,17 @@ func spaceOf(t testing.TB, s *Store, path string) space {
 	return sp
 }
 
+// settle waits until the writer has given back what it owes: it compacts
+// between batches, after the calls that freed the pages have returned.
+func settle(t testing.TB, s *Store) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		s.w.mu.Lock()
+		defer s.w.mu.Unlock()
+		return s.w.idle
+	}, 30*time.Second, time.Millisecond, "the writer never became idle")
+}
+
 // sizeOf returns the size of the file at path, 0 if there is none.
 func sizeOf(t testing.TB, path string) int64 {
 	t.Helper()
@@ -147,6 +158,7 @@ func TestDrainedBacklogGivesItsSpaceBack(t *testing.T) {
 		maxWAL = max(maxWAL, sizeOf(t, path+"-wal"))
 	})
 	require.Equal(t, 100_000, drained)
+	settle(t, s)
 	after := spaceOf(t, s, path)
 	t.Logf("before:  %v", before)
 	t.Logf("backlog: %v", peak)
@@ -188,6 +200,7 @@ func TestRepeatedOutagesDoNotGrowTheFile(t *testing.T) {
 				break
 			}
 		}
+		settle(t, s)
 		sp := spaceOf(t, s, path)
 		t.Logf("cycle %2d: %5d events backlog: %v; drained: %v", cycle+1, n, peak, sp)
 		sizes = append(sizes, sp)
@@ -220,6 +233,7 @@ func TestPurgeGivesItsSpaceBack(t *testing.T) {
 	e, err := s.Claim(t.Context(), "gone", "operator", time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, s.Purge(t.Context(), "gone", e))
+	settle(t, s)
 	after := spaceOf(t, s, path)
 	t.Logf("before: %v; purged: %v", before, after)
 	require.Less(t, after.free, threshold)
@@ -295,6 +309,7 @@ func TestCheckpointDoesNotWaitForAnotherReader(t *testing.T) {
 	threshold, _ := s.vacuumPages()
 	appendEvents(t, s, 20_000, 20_000, 1000, "a")
 	require.Equal(t, 20_000, d.drain(t, nil))
+	settle(t, s)
 	sp := spaceOf(t, s, path)
 	require.LessOrEqual(t, sp.file, (sp.pages+threshold)*s.pageSize, "the file must shrink once the reader is gone: %v", sp)
 }
@@ -455,6 +470,7 @@ func TestMillionEventBacklogSize(t *testing.T) {
 		}
 	}))
 	drained := time.Since(start)
+	settle(t, s)
 	after := spaceOf(t, s, path)
 	t.Logf("before:  %v", before)
 	t.Logf("backlog: %v (appended in %v)", peak, appended.Round(time.Millisecond))

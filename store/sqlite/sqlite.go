@@ -3,11 +3,13 @@
 //
 // Guarantees:
 //
-//   - Durability: every method that changes state does so in one SQLite
-//     transaction, committed in WAL mode with synchronous=FULL by default,
-//     so what a method reported as done survives a crash of the process and,
-//     with the default, a power loss. Either all of a call's changes are
-//     stored or none.
+//   - Durability: every method that changes state does so inside one
+//     SQLite transaction, committed in WAL mode with synchronous=FULL by
+//     default, and returns only once it has committed, so what a method
+//     reported as done survives a crash of the process and, with the
+//     default, a power loss. Either all of a call's changes are stored or
+//     none: concurrent calls may share a transaction (see below), each in a
+//     savepoint of its own, so a call that fails is undone alone.
 //   - One owner: Open takes an exclusive, non-blocking lock on a side file
 //     (path + ".lock"). A second Open of the same file, in this process or
 //     another, fails at once with an error matching ErrLocked, so two
@@ -24,30 +26,48 @@
 //     by a newer version is refused with ErrSchemaTooNew rather than misread.
 //   - The file stays compact: a backlog that drains gives its space back to
 //     the file system, so repeated outages do not make the file grow. The
-//     database runs with incremental auto-vacuum; once a Complete or Purge
-//     leaves 1 MiB of free pages, the same call gives up to 4 MiB of them
-//     back (a bounded step, so no call stalls the writer), and when the
-//     file and its write-ahead log on disk have become 1 MiB larger than
-//     the database, it checkpoints the log in TRUNCATE mode, which shrinks
-//     the file and empties the log. After a backlog drains, the file is back
-//     to the size of what is still pending plus at most about 2 MiB. Open
-//     gives back every free page. The -wal file grows to about 32 MiB
-//     between SQLite's automatic checkpoints (wal_autocheckpoint) and is
-//     cut back to 64 MiB (journal_size_limit) or less after each one.
+//     database runs with incremental auto-vacuum; once Complete or Purge
+//     calls leave 1 MiB of free pages, the writer gives them back in steps
+//     of up to 4 MiB, each its own SQLite transaction, between the batches
+//     of calls: when no call is waiting, or, under a load that never
+//     pauses, once 8 MiB are free. So no call waits for more than one step,
+//     and the free pages stay bounded. Once the file and its write-ahead
+//     log on disk have become 1 MiB larger than the database, it
+//     checkpoints the log in TRUNCATE mode, which shrinks the file and
+//     empties the log. Moments after a backlog drains, the file is back to
+//     the size of what is still pending plus at most about 2 MiB. Open
+//     gives back every free page.
+//   - The write-ahead log stays short: a checkpointer goroutine copies it
+//     into the database file every 64 commits, on a connection of its own,
+//     while the writer goes on writing. SQLite's automatic checkpoint
+//     (wal_autocheckpoint, at 32 MiB of log) stays as a backstop, and the
+//     -wal file is cut back to 64 MiB (journal_size_limit) or less after a
+//     checkpoint.
 //   - Checkpoints are not starved by readers: the store holds no read
 //     transaction between calls. Every method reads its rows to the end and
-//     ends its SQLite transaction before it returns, on the store's single
-//     connection, so nothing is held open while the scheduler PUTs a
-//     transaction to an application service. Only another program reading
-//     the file (a sqlite3 shell with a transaction open, say) can hold one;
-//     the store's own checkpoints do not wait for it.
+//     ends its SQLite transaction before it returns, so nothing is held
+//     open while the scheduler PUTs a transaction to an application
+//     service. Only another program reading the file (a sqlite3 shell with
+//     a transaction open, say) can hold one; the store's own checkpoints do
+//     not wait for it.
 //   - Options.MaxSize caps the file: Append then fails with ErrFull rather
 //     than fill the disk, and changes nothing; delivering the backlog frees
 //     room again.
 //
-// A Store is safe for concurrent use. It serialises its calls on one SQLite
-// connection, which is both correct (SQLite has one writer at a time) and the
-// fastest arrangement for a write-heavy queue.
+// A Store is safe for concurrent use. SQLite has one writer at a time, and
+// every commit syncs the log, so the Store has one writer goroutine, with a
+// connection of its own, that runs the calls that change state (Append,
+// Claim, Release, NextTxn, Complete, Purge): it takes every call waiting,
+// and the calls that arrive while its transaction is young, up to 256, and
+// runs them in the order they were made, each in a savepoint, in one
+// SQLite transaction with one commit, then tells each call its outcome.
+// Concurrent callers (the scheduler's committer appending, the services
+// forming and completing transactions) thus share one sync instead of
+// queueing for one each. A call whose context ends while it waits for the
+// writer returns the context's error and changes nothing; once the writer
+// has taken it, it reports its real outcome. Txns and Backlogs read on a
+// second connection, which in WAL mode sees the last commit while the
+// writer writes.
 package sqlite
 
 import (
@@ -170,12 +190,18 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 
+	// db is the writer's connection: only the writer goroutine uses it
+	// once Open has returned. rdb is a second connection, for the calls
+	// that only read (Txns, Backlogs): in WAL mode it reads the last
+	// committed state while the writer writes.
 	db   *sql.DB
+	rdb  *sql.DB
 	lock *os.File
 	st   *statements
+	w    *writer
+	ckpt *checkpointer
 
-	busyTimeout time.Duration
-	pageSize    int64 // bytes per database page
+	pageSize int64 // bytes per database page
 	// appendMaxPages is how many pages in use Append may leave (MaxSize
 	// less the reserve); 0 when there is no cap.
 	appendMaxPages int64
@@ -228,8 +254,19 @@ func OpenWithOptions(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{path: abs, lock: lock, now: time.Now, busyTimeout: opts.BusyTimeout}
+	s := &Store{path: abs, lock: lock, now: time.Now, w: newWriter()}
 	if err := s.open(opts); err != nil {
+		if s.st != nil {
+			_ = s.st.close()
+		}
+		if s.rdb != nil {
+			_ = s.rdb.Close()
+		}
+		if s.ckpt != nil {
+			close(s.ckpt.stop)
+			<-s.ckpt.done
+			_ = s.ckpt.db.Close()
+		}
 		if s.db != nil {
 			_ = s.db.Close()
 		}
@@ -260,21 +297,24 @@ func lockFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-// open opens the database, checks the pragmas, migrates and prepares the
-// statements.
+// open opens the database, checks the pragmas, migrates, prepares the
+// statements and starts the writer goroutine.
 func (s *Store) open(opts Options) error {
-	s.db = sql.OpenDB(&connector{
-		dsn:     dsn(s.path),
+	// One connection for the writer, another for reads, each kept open for
+	// the life of the Store: the pragmas set by the connector hold for all
+	// calls, and statements are prepared once. The reader's transactions
+	// are deferred, so that it never takes the write lock, and it refuses
+	// to write.
+	s.db = oneConn(&connector{
+		dsn:     dsn(s.path, "immediate"),
 		pragmas: pragmas(opts),
 		maxSize: opts.MaxSize,
 	})
-	// One connection: every call is serialised on it, the pragmas set by the
-	// connector hold for all of them, and prepared statements are prepared
-	// once. Keep it open for the life of the Store.
-	s.db.SetMaxOpenConns(1)
-	s.db.SetMaxIdleConns(1)
-	s.db.SetConnMaxLifetime(0)
-	s.db.SetConnMaxIdleTime(0)
+	s.rdb = oneConn(&connector{
+		dsn:     dsn(s.path, "deferred"),
+		pragmas: append(pragmas(opts), "PRAGMA query_only = ON"),
+		maxSize: opts.MaxSize,
+	})
 
 	ctx := context.Background()
 	var mode string
@@ -302,25 +342,42 @@ func (s *Store) open(opts Options) error {
 		maxPages := opts.MaxSize / s.pageSize
 		s.appendMaxPages = maxPages - min(maxPages/16, (1<<20)/s.pageSize)
 	}
+	s.ckpt = newCheckpointer(oneConn(&connector{
+		dsn:     dsn(s.path, "deferred"),
+		pragmas: append(pragmas(opts), "PRAGMA query_only = ON", "PRAGMA busy_timeout = 0"),
+	}))
+	go s.ckpt.run()
 	// Whatever an earlier process left free goes back to the file system.
 	if err := s.compact(ctx, 1); err != nil {
 		return fmt.Errorf("giving free pages back to the file system: %w", err)
 	}
-	st, err := prepare(ctx, s.db)
+	st, err := prepare(ctx, s.db, s.rdb)
 	if err != nil {
 		return err
 	}
 	s.st = st
+	go s.runWriter()
 	return nil
 }
 
+// oneConn returns a pool of one connection made by c, kept open.
+func oneConn(c *connector) *sql.DB {
+	db := sql.OpenDB(c)
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	return db
+}
+
 // dsn is the go-sqlite3 data source name for the file at path: a URI, so
-// that any character is allowed in the path, with BEGIN IMMEDIATE for
-// transactions (a transaction takes the write lock at once instead of
-// failing on upgrade when another connection writes).
-func dsn(path string) string {
+// that any character is allowed in the path, with txlock the kind of
+// transaction BEGIN starts. The writer's are "immediate": a transaction
+// takes the write lock at once instead of failing on upgrade when another
+// connection writes. The reader's are "deferred": they only read.
+func dsn(path, txlock string) string {
 	u := url.URL{Path: path}
-	return "file:" + u.EscapedPath() + "?_txlock=immediate"
+	return "file:" + u.EscapedPath() + "?_txlock=" + txlock
 }
 
 // pragmas lists the statements that configure every new connection, in
@@ -397,8 +454,9 @@ func queryInt(conn *sqlite3.SQLiteConn, query string) (int64, error) {
 }
 
 // Close closes the database and releases the lock, after the calls in
-// flight have returned. Later calls of every method return store.ErrClosed.
-// Closing a closed Store does nothing and returns nil.
+// flight have returned, and stops the writer goroutine. Later calls of
+// every method return store.ErrClosed. Closing a closed Store does nothing
+// and returns nil.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -406,10 +464,18 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	// No call is in flight: the writer's queue is empty or holds withdrawn
+	// requests. It ends after the step of compaction it may be running.
+	close(s.w.stop)
+	<-s.w.done
+	close(s.ckpt.stop)
+	<-s.ckpt.done
 	var errs []error
-	if s.st != nil {
-		errs = append(errs, s.st.close())
-	}
+	errs = append(errs, s.st.close())
+	// The reader first: the last connection to close checkpoints the log
+	// and removes it, which the reader may not do.
+	errs = append(errs, s.rdb.Close())
+	errs = append(errs, s.ckpt.db.Close())
 	errs = append(errs, s.db.Close())
 	// Only now that SQLite has closed the file may another opener have it.
 	errs = append(errs, s.lock.Close())
@@ -433,17 +499,16 @@ func (s *Store) enter(ctx context.Context) (func(), error) {
 	return s.mu.RUnlock, nil
 }
 
-// inTx runs fn in one SQLite transaction and commits it, or rolls it back
-// when fn fails. When ctx ended during the call, the error matches ctx's
-// error whatever the driver reported.
-func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+// readTx runs fn in one read transaction on the reader's connection, so
+// that its queries see one committed state, and ends it. When ctx ended
+// during the call, the error matches ctx's error whatever the driver
+// reported.
+func (s *Store) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.rdb.BeginTx(ctx, nil)
 	if err == nil {
 		err = fn(tx)
-		if err != nil {
-			_ = tx.Rollback()
-		} else {
-			err = tx.Commit()
+		if rerr := tx.Rollback(); err == nil {
+			err = rerr
 		}
 	}
 	if err != nil {

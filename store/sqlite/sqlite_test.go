@@ -688,63 +688,6 @@ func TestConcurrentUse(t *testing.T) {
 	require.Equal(t, 0, count(t, s, "items"))
 }
 
-func BenchmarkAppend(b *testing.B) {
-	for _, size := range []int{1, 100, 1000} {
-		b.Run(fmt.Sprintf("events=%d", size), func(b *testing.B) {
-			s := openStore(b, dbPath(b), Options{Synchronous: SynchronousNormal})
-			data := []byte(strings.Repeat("x", 500))
-			entries := make([]store.Entry, size)
-			n := 0
-			for b.Loop() {
-				for i := range entries {
-					n++
-					entries[i] = store.Entry{
-						Item:     store.Item{Kind: store.KindEvent, Key: fmt.Sprintf("$%d", n), Data: data},
-						Services: []string{"a", "b"},
-					}
-				}
-				if err := s.Append(context.Background(), entries); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
-		})
-	}
-}
-
-func BenchmarkNextTxnComplete(b *testing.B) {
-	s := openStore(b, dbPath(b), Options{Synchronous: SynchronousNormal})
-	ctx := context.Background()
-	e, err := s.Claim(ctx, "a", "o", time.Hour)
-	require.NoError(b, err)
-	data := []byte(strings.Repeat("x", 500))
-	entries := make([]store.Entry, 1000)
-	n := 0
-	fill := func() {
-		for i := range entries {
-			n++
-			entries[i] = store.Entry{Item: store.Item{Kind: store.KindEvent, Key: fmt.Sprintf("$%d", n), Data: data}, Services: []string{"a"}}
-		}
-		require.NoError(b, s.Append(ctx, entries))
-	}
-	lim := store.Limits{MaxItems: 100, MaxBytes: 1 << 20}
-	for b.Loop() {
-		txn, err := s.NextTxn(ctx, "a", e, 1, lim)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if txn == nil {
-			b.StopTimer()
-			fill()
-			b.StartTimer()
-			continue
-		}
-		if err := s.Complete(ctx, "a", e, txn.ID); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // A process that dies holding leases must not lock its services out of the
 // next process on the same file until the leases expire.
 func TestOpenFreesLeasesOfAnEarlierProcess(t *testing.T) {

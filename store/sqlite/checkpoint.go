@@ -1,0 +1,95 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// checkpointEvery is how many of the writer's commits make the
+// checkpointer copy the write-ahead log into the database file.
+const checkpointEvery = 64
+
+// checkpointer copies the write-ahead log into the database file on a
+// connection of its own, beside the writer: in WAL mode a PASSIVE
+// checkpoint runs while the writer writes, so the writer's commits do not
+// pay for it. SQLite's own automatic checkpoint (wal_autocheckpoint) stays
+// on the writer's connection as a backstop: it only fires when the log has
+// outgrown what the checkpointer keeps it to, because a reader held it
+// back, say.
+//
+// The checkpointer also runs the TRUNCATE checkpoints that shrink the file
+// after the writer gave pages back: SQLite runs one checkpoint at a time,
+// and the checkpointer's goroutine orders them. Its connection has no busy
+// timeout: a checkpoint never waits for a reader (another program's
+// sqlite3 shell, say); what it cannot copy now, a later one does.
+type checkpointer struct {
+	db       *sql.DB
+	kick     chan struct{}   // capacity 1: the writer has committed enough
+	truncate chan chan error // a TRUNCATE checkpoint wanted, and where to answer
+	stop     chan struct{}   // closed by Close
+	done     chan struct{}   // closed when the goroutine has ended
+
+	commits int // the writer's commits since the last kick; the writer's
+}
+
+func newCheckpointer(db *sql.DB) *checkpointer {
+	return &checkpointer{
+		db:       db,
+		kick:     make(chan struct{}, 1),
+		truncate: make(chan chan error),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+}
+
+// committed is called by the writer after each commit.
+func (c *checkpointer) committed() {
+	c.commits++
+	if c.commits < checkpointEvery {
+		return
+	}
+	c.commits = 0
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// truncateLog runs a TRUNCATE checkpoint on the checkpointer's goroutine
+// and returns its error: it copies the whole log into the database file,
+// cuts the file to the database's size and empties the log, unless a
+// reader or a writer is in the way.
+func (c *checkpointer) truncateLog() error {
+	answer := make(chan error, 1)
+	select {
+	case c.truncate <- answer:
+		return <-answer
+	case <-c.stop:
+		return fmt.Errorf("checkpoint: %w", store.ErrClosed)
+	}
+}
+
+// run is the checkpointer goroutine. A PASSIVE checkpoint that fails, or
+// stops short at a reader's snapshot, is made up by the next one.
+func (c *checkpointer) run() {
+	defer close(c.done)
+	for {
+		select {
+		case <-c.kick:
+			_ = c.checkpoint("PASSIVE")
+		case answer := <-c.truncate:
+			answer <- c.checkpoint("TRUNCATE")
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+// checkpoint runs PRAGMA wal_checkpoint in mode.
+func (c *checkpointer) checkpoint(mode string) error {
+	var busy, logFrames, copied int
+	return c.db.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &logFrames, &copied)
+}

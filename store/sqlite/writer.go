@@ -1,0 +1,316 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// maxCallsPerCommit caps how many calls the writer merges into one SQLite
+// transaction. Under load the calls of the pipeline arrive a few at a time
+// (the committer's Append and one NextTxn or Complete per service), so the
+// cap only bounds how long the first call of a very long queue waits.
+const maxCallsPerCommit = 256
+
+// joinFor is how long after its BEGIN a SQLite transaction of the writer
+// takes in requests queued meanwhile: about what its commit costs, so that
+// waiting for the commit of a batch never costs a call more than twice.
+const joinFor = time.Millisecond
+
+// A request is one call of a method that changes state, waiting for the
+// writer.
+type request struct {
+	// ctx is the caller's: once done before the writer takes the request,
+	// the call fails with ctx.Err() and changes nothing. The work itself
+	// runs under the writer's context, never cancelled, so that one
+	// caller's context cannot interrupt a statement and roll back the
+	// calls that share its SQLite transaction.
+	ctx context.Context
+	// work does the call's reads and writes in tx.
+	work func(ctx context.Context, tx *sql.Tx) error
+	// frees is true for calls that may leave free pages (Complete, Purge),
+	// which the writer gives back to the file system later.
+	frees bool
+	// state is requestWaiting until the writer takes the request or the
+	// caller withdraws it, whichever comes first.
+	state atomic.Int32
+	// done receives the outcome once: after the commit, or at once for a
+	// request the writer finds already withdrawn by its context.
+	done chan error
+}
+
+// The states of a request.
+const (
+	requestWaiting int32 = iota
+	requestTaken
+	requestWithdrawn
+)
+
+// writer is the state of the store's writer goroutine: the queue of
+// requests and what the goroutine keeps between batches.
+type writer struct {
+	mu    sync.Mutex
+	queue []*request
+	// idle is true while the goroutine waits with no request queued and no
+	// compaction owed. Tests wait for it before they measure the file.
+	idle bool
+	// commits and calls count the SQLite transactions the writer committed
+	// for requests and the calls they held, for the benchmarks.
+	commits, calls int64
+
+	kick chan struct{} // capacity 1: a request was queued
+	stop chan struct{} // closed by Close
+	done chan struct{} // closed when the goroutine has ended
+
+	// Owned by the goroutine.
+	retry          []*request // taken, to run again first: see commit
+	free           int64      // free pages, as of the last batch that freed some
+	checkpointOwed bool       // pages were given back since the last checkpoint
+}
+
+func newWriter() *writer {
+	return &writer{
+		kick: make(chan struct{}, 1),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+}
+
+// write hands work to the writer goroutine and waits for its outcome: it
+// runs in a savepoint of a SQLite transaction that may hold other calls'
+// work too, and its outcome is reported only after that transaction
+// committed. When ctx ends before the writer has taken it, write returns
+// ctx.Err() and work never runs; once taken, the call reports its real
+// outcome. The caller holds the store open (enter).
+func (s *Store) write(ctx context.Context, frees bool, work func(ctx context.Context, tx *sql.Tx) error) error {
+	r := &request{ctx: ctx, work: work, frees: frees, done: make(chan error, 1)}
+	w := s.w
+	w.mu.Lock()
+	w.queue = append(w.queue, r)
+	w.idle = false
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(requestWaiting, requestWithdrawn) {
+			return ctx.Err()
+		}
+		return <-r.done
+	}
+}
+
+// runWriter is the writer goroutine: it merges every request waiting into
+// one SQLite transaction, commits it, and between batches, when no request
+// waits, gives free pages back to the file system. It ends when Close
+// closes w.stop; Close first waits for every call in flight, so the queue
+// then holds only withdrawn requests.
+func (s *Store) runWriter() {
+	w := s.w
+	defer close(w.done)
+	for {
+		if batch := s.take(maxCallsPerCommit); len(batch) > 0 {
+			s.commit(batch)
+			if s.w.free >= s.forcedVacuumPages() {
+				// Requests keep coming: give a step back anyway, so that
+				// the free pages stay bounded.
+				s.compactStep()
+			}
+			continue
+		}
+		select {
+		case <-w.stop:
+			s.failQueued(store.ErrClosed)
+			return
+		default:
+		}
+		if s.compactionOwed() {
+			s.compactStep()
+			continue
+		}
+		w.mu.Lock()
+		w.idle = len(w.queue) == 0
+		w.mu.Unlock()
+		select {
+		case <-w.kick:
+		case <-w.stop:
+		}
+	}
+}
+
+// take returns up to limit requests to run: first those to run again,
+// then waiting requests removed from the queue in the order they were
+// queued and marked taken. It drops the requests their callers withdrew,
+// and answers those whose context ended in the meantime without running
+// them.
+func (s *Store) take(limit int) []*request {
+	w := s.w
+	n := min(limit, len(w.retry))
+	batch := w.retry[:n:n]
+	w.retry = w.retry[n:]
+	if len(w.retry) == 0 {
+		w.retry = nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n = 0
+	for n < len(w.queue) && len(batch) < limit {
+		r := w.queue[n]
+		n++
+		if !r.state.CompareAndSwap(requestWaiting, requestTaken) {
+			continue // withdrawn
+		}
+		if err := r.ctx.Err(); err != nil {
+			r.done <- err
+			continue
+		}
+		batch = append(batch, r)
+	}
+	// Clear the taken slots, so that the requests do not outlive their
+	// calls in the queue's backing array.
+	clear(w.queue[:n])
+	w.queue = w.queue[n:]
+	if len(w.queue) == 0 {
+		w.queue = nil
+	}
+	return batch
+}
+
+// failQueued answers every request still queued with err.
+func (s *Store) failQueued(err error) {
+	w := s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range w.queue {
+		if r.state.CompareAndSwap(requestWaiting, requestTaken) {
+			r.done <- err
+		}
+	}
+	w.queue = nil
+}
+
+// commit runs batch in one SQLite transaction, each request in a savepoint
+// of its own, so that a request that fails is undone alone and fails alone;
+// then it commits, and only then tells each request its outcome. While the
+// transaction is young (joinFor), requests queued in the meantime join it
+// before the commit: the commit, with its sync, is the costly part, and
+// the pipeline's calls often arrive a few microseconds apart.
+//
+// When the commit fails, every request in the transaction fails with its
+// error and none of them is stored. When a request's failure makes SQLite
+// roll back the whole transaction (it may, on a full disk or an I/O
+// error), that request fails and the others run again in the next one.
+func (s *Store) commit(batch []*request) {
+	ctx := context.Background()
+	var (
+		tx    *sql.Tx
+		begun time.Time
+		held  []*request // run in tx: they learn their outcome at the commit
+		errs  []error    // their outcomes
+		freed bool       // one of them may have left free pages
+	)
+	// abort rolls tx back and fails every request in it and every request
+	// of batch not run yet.
+	abort := func(rest []*request, err error) {
+		_ = tx.Rollback()
+		err = fullErr(err)
+		for _, r := range held {
+			r.done <- err
+		}
+		for _, r := range rest {
+			r.done <- err
+		}
+	}
+	for i := 0; ; i++ {
+		if i == len(batch) {
+			if tx == nil || len(batch) >= maxCallsPerCommit || time.Since(begun) >= joinFor {
+				break
+			}
+			more := s.take(maxCallsPerCommit - len(batch))
+			if len(more) == 0 {
+				break
+			}
+			batch = append(batch, more...)
+		}
+		r := batch[i]
+		if tx == nil {
+			var err error
+			if tx, err = s.db.BeginTx(ctx, nil); err != nil {
+				err = fullErr(fmt.Errorf("beginning a transaction: %w", err))
+				for _, r := range batch[i:] {
+					r.done <- err
+				}
+				return
+			}
+			begun = time.Now()
+		}
+		if len(held) == 0 {
+			// The first request needs no savepoint: when it fails, the
+			// whole transaction is undone, with nothing but it inside.
+			if err := r.work(ctx, tx); err != nil {
+				_ = tx.Rollback()
+				tx = nil
+				r.done <- fullErr(err)
+				continue
+			}
+			held, errs = append(held, r), append(errs, nil)
+			freed = freed || r.frees
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT call"); err != nil {
+			abort(batch[i:], err)
+			return
+		}
+		err := r.work(ctx, tx)
+		if err != nil {
+			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO call"); rerr != nil {
+				// SQLite rolled back the whole transaction: nothing of it
+				// is stored. This request has its outcome; the others,
+				// taken already, run again before any other.
+				_ = tx.Rollback()
+				r.done <- fullErr(err)
+				s.w.retry = append(append(held[:len(held):len(held)], batch[i+1:]...), s.w.retry...)
+				return
+			}
+		}
+		if _, rerr := tx.ExecContext(ctx, "RELEASE call"); rerr != nil {
+			abort(batch[i:], rerr)
+			return
+		}
+		held, errs = append(held, r), append(errs, fullErr(err))
+		freed = freed || (err == nil && r.frees)
+	}
+	if tx == nil {
+		return // every request failed alone
+	}
+	if freed {
+		// Read inside the transaction: the header page is in the cache.
+		if err := tx.StmtContext(ctx, s.st.freelistCount).QueryRowContext(ctx).Scan(&s.w.free); err != nil {
+			s.w.free = 0 // read again after the next Complete
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		err = fullErr(fmt.Errorf("committing: %w", err))
+		for _, r := range held {
+			r.done <- err
+		}
+		return
+	}
+	s.ckpt.committed()
+	s.w.mu.Lock()
+	s.w.commits++
+	s.w.calls += int64(len(held))
+	s.w.mu.Unlock()
+	for i, r := range held {
+		r.done <- errs[i]
+	}
+}
