@@ -78,14 +78,13 @@ func (s *Store) compactStep() {
 	threshold, step := s.vacuumPages()
 	if s.w.free >= threshold {
 		n, free, err := s.vacuumStep(ctx, step)
-		if err != nil {
+		if err != nil || n == 0 {
+			// Nothing given back: stop trying until a call frees more.
 			s.w.free = 0
 			return
 		}
 		s.w.free = free
-		if n > 0 {
-			s.w.checkpointOwed = true
-		}
+		s.w.checkpointOwed = true
 		return
 	}
 	s.w.checkpointOwed = false
