@@ -18,8 +18,10 @@ import (
 const maxCallsPerCommit = 256
 
 // joinFor is how long after its BEGIN a SQLite transaction of the writer
-// takes in requests queued meanwhile: about what its commit costs, so that
-// waiting for the commit of a batch never costs a call more than twice.
+// takes in requests queued meanwhile. It is about what a commit costs: the
+// first call of a transaction waits for at most about that much of later
+// calls' work (plus the work of the last one taken), and saves them a
+// commit each.
 const joinFor = time.Millisecond
 
 // A request is one call of a method that changes state, waiting for the
