@@ -141,6 +141,20 @@ func (s *Store) currentEpoch(name string, epoch store.Epoch) bool {
 	return sv != nil && sv.lease.epoch != 0 && sv.lease.epoch == epoch
 }
 
+// lockHolder returns with s.mu held and the state of service, unless the
+// store is closed or epoch is not the service's current lease epoch: the
+// common entry of every call that only a lease holder may make.
+func (s *Store) lockHolder(op, service string, epoch store.Epoch) (*service, error) {
+	if err := s.lock(op); err != nil {
+		return nil, err
+	}
+	if !s.currentEpoch(service, epoch) {
+		s.mu.Unlock()
+		return nil, stale(op, service, epoch)
+	}
+	return s.services[service], nil
+}
+
 // invalid returns an error matching store.ErrInvalid that says why.
 func invalid(op, format string, args ...any) error {
 	return fmt.Errorf("memory: %s: %s: %w", op, fmt.Sprintf(format, args...), store.ErrInvalid)
@@ -261,15 +275,12 @@ func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) 
 	if service == "" {
 		return invalid(op, "empty service ID")
 	}
-	if err := s.lock(op); err != nil {
+	sv, err := s.lockHolder(op, service, epoch)
+	if err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
-
-	if !s.currentEpoch(service, epoch) {
-		return stale(op, service, epoch)
-	}
-	l := &s.services[service].lease
+	l := &sv.lease
 	l.owner, l.epoch, l.expires = "", 0, time.Time{}
 	return nil
 }
@@ -296,15 +307,11 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 			return nil, invalid(op, "Limits.MaxItemsByKind[%d] is %d: pass at least 1", k, n)
 		}
 	}
-	if err := s.lock(op); err != nil {
+	sv, err := s.lockHolder(op, service, epoch)
+	if err != nil {
 		return nil, err
 	}
 	defer s.mu.Unlock()
-
-	if !s.currentEpoch(service, epoch) {
-		return nil, stale(op, service, epoch)
-	}
-	sv := s.services[service]
 	queued := sv.queue[sv.head:]
 	if len(queued) == 0 {
 		return nil, nil
@@ -418,15 +425,11 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 	if service == "" {
 		return invalid(op, "empty service ID")
 	}
-	if err := s.lock(op); err != nil {
+	sv, err := s.lockHolder(op, service, epoch)
+	if err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
-
-	if !s.currentEpoch(service, epoch) {
-		return stale(op, service, epoch)
-	}
-	sv := s.services[service]
 	i, found := slices.BinarySearchFunc(sv.txns, id, func(t *txn, id int64) int {
 		return cmp.Compare(t.id, id)
 	})
@@ -492,15 +495,11 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 	if service == "" {
 		return invalid(op, "empty service ID")
 	}
-	if err := s.lock(op); err != nil {
+	sv, err := s.lockHolder(op, service, epoch)
+	if err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
-
-	if !s.currentEpoch(service, epoch) {
-		return stale(op, service, epoch)
-	}
-	sv := s.services[service]
 	sv.queue, sv.head, sv.txns = nil, 0, nil
 	clear(sv.pending)
 	return nil
