@@ -25,27 +25,39 @@ func openSQLite(t *testing.T, path string) *sqlite.Store {
 	return st
 }
 
-// TestStartSendsWorkLeftByAnEarlierRunAtOnce checks that Start makes an
-// attempt for every service with stored transactions or queued items, not
-// when the next event comes nor when the poller looks.
-func TestStartSendsWorkLeftByAnEarlierRunAtOnce(t *testing.T) {
+// leaveStoredWork runs a scheduler on the SQLite file at path while service
+// "a" of cfg is down: it enqueues first, waits until their delivery failed
+// (so they wait in a stored transaction), enqueues then (left queued), and
+// stops. cfg.Store is set to the file, and retries wait an hour.
+func leaveStoredWork(t *testing.T, path string, cfg Config, first, then []Event) {
+	t.Helper()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "asdeliver.db")
-	as := newFakeAS(t, "tok")
-	as.down()
-
 	st := openSQLite(t, path)
-	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.Store = st
 	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
 	s, err := New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, s.Start(ctx))
-	require.NoError(t, s.Enqueue(ctx, event("$stored", "!r", "@a_x")))
+	require.NoError(t, s.Enqueue(ctx, first...))
 	waitDown(t, s, "a")
-	require.NoError(t, s.Enqueue(ctx, event("$queued1", "!r", "@a_x"), event("$queued2", "!r", "@a_x")))
+	if len(then) > 0 {
+		require.NoError(t, s.Enqueue(ctx, then...))
+	}
 	require.NoError(t, s.Stop(ctx))
 	require.NoError(t, st.Close())
+}
+
+// TestStartSendsWorkLeftByAnEarlierRunAtOnce checks that Start makes an
+// attempt for every service with stored transactions or queued items, not
+// when the next event comes nor when the poller looks.
+func TestStartSendsWorkLeftByAnEarlierRunAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "asdeliver.db")
+	as := newFakeAS(t, "tok")
+	as.down()
+
+	cfg := testConfig(t, reg("a", as, "@a_.*"))
+	leaveStoredWork(t, path, cfg, []Event{event("$stored", "!r", "@a_x")},
+		[]Event{event("$queued1", "!r", "@a_x"), event("$queued2", "!r", "@a_x")})
 
 	as.up()
 	cfg.Store = openSQLite(t, path)
@@ -66,18 +78,9 @@ func TestQueuedItemsKeepTheRoutingDecidedWhenAccepted(t *testing.T) {
 	asB := newFakeAS(t, "tokB")
 	asA.down()
 
-	st := openSQLite(t, path)
 	cfg := testConfig(t, reg("a", asA, "@alice.*"), reg("b", asB, "@bob.*"))
-	cfg.Store = st
-	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
-	s, err := New(cfg)
-	require.NoError(t, err)
-	require.NoError(t, s.Start(ctx))
-	require.NoError(t, s.Enqueue(ctx, event("$for-a", "!r", "@alice:example.org")))
-	waitDown(t, s, "a")
-	require.NoError(t, s.Enqueue(ctx, event("$for-a-too", "!r", "@alice:example.org")))
-	require.NoError(t, s.Stop(ctx))
-	require.NoError(t, st.Close())
+	leaveStoredWork(t, path, cfg, []Event{event("$for-a", "!r", "@alice:example.org")},
+		[]Event{event("$for-a-too", "!r", "@alice:example.org")})
 
 	// The registrations swap their namespaces across the restart.
 	asA.up()
@@ -97,21 +100,11 @@ func TestQueuedItemsKeepTheRoutingDecidedWhenAccepted(t *testing.T) {
 // TestChangedURLAndTokenApplyToStoredTransactions checks that the URL and
 // hs_token are read at send time, never stored.
 func TestChangedURLAndTokenApplyToStoredTransactions(t *testing.T) {
-	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "asdeliver.db")
 	old := newFakeAS(t, "old-token")
 	old.down()
-	st := openSQLite(t, path)
 	cfg := testConfig(t, reg("a", old, "@a_.*"))
-	cfg.Store = st
-	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
-	s, err := New(cfg)
-	require.NoError(t, err)
-	require.NoError(t, s.Start(ctx))
-	require.NoError(t, s.Enqueue(ctx, event("$1", "!r", "@a_x")))
-	waitDown(t, s, "a")
-	require.NoError(t, s.Stop(ctx))
-	require.NoError(t, st.Close())
+	leaveStoredWork(t, path, cfg, []Event{event("$1", "!r", "@a_x")}, nil)
 	firstBody := old.allRequests()[0].Body
 
 	moved := newFakeAS(t, "new-token")
