@@ -780,3 +780,39 @@ func TestStoredTransactionWhoseItemsChangedIsNotResent(t *testing.T) {
 	})
 	assert.Equal(t, failed, len(as.allRequests()), "the altered transaction was not sent")
 }
+
+// TestTransactionFormedAheadIsSentAfterTheOneThatFailed covers the
+// TransactionMaker forming the next transaction during a PUT: when that
+// PUT fails, both stay stored and leave oldest first, nothing lost.
+func TestTransactionFormedAheadIsSentAfterTheOneThatFailed(t *testing.T) {
+	ctx := context.Background()
+	as := newFakeAS(t, "tok")
+	as.hangRequests()
+	s := start(t, testConfig(t, reg("a", as, "@a_.*")))
+	want := []string{"$first"}
+	require.NoError(t, s.Enqueue(ctx, event("$first", "!r", "@a_x")))
+	<-as.arrived // the first transaction hangs while full batches queue up
+	for c := range 3 {
+		var evs []Event
+		for i := range 100 {
+			ev := event(fmt.Sprintf("$%d-%d", c, i), "!r", "@a_x")
+			evs = append(evs, ev)
+			want = append(want, ev.ID)
+		}
+		require.NoError(t, s.Enqueue(ctx, evs...))
+	}
+	as.setFail(func(n int) int {
+		if n == 1 { // the first full batch, sent while the next one is formed
+			return http.StatusInternalServerError
+		}
+		return 0
+	})
+	as.release()
+	waitDelivered(t, as, len(want))
+	assert.Equal(t, want, as.deliveredIDs())
+	assertIncreasingTxnIDs(t, as)
+	waitFor(t, "store empty", func() bool {
+		st, err := s.Status(ctx, "a")
+		return err == nil && st.StoredTxns == 0 && st.QueuedEvents == 0
+	})
+}
