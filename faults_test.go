@@ -301,15 +301,20 @@ func TestFaultDiskFullFailsEnqueueUntilDeliveriesFreeSpace(t *testing.T) {
 	// retry of the refused call succeeds.
 	asA.up()
 	s.ServiceUp("a")
-	waitFor(t, "the refused call to be accepted", func() bool {
-		if err := s.Enqueue(ctx, refused...); err != nil {
-			require.ErrorIs(t, err, sqlite.ErrFull)
-			time.Sleep(faultPoll)
-			return false
-		}
-		return true
-	})
-	require.NoError(t, s.Enqueue(ctx, forB...))
+	// Room comes back as the backlog drains, not all at once: each caller
+	// retries on ErrFull until its call fits.
+	enqueueWhenRoom := func(what string, evs []Event) {
+		waitFor(t, what, func() bool {
+			if err := s.Enqueue(ctx, evs...); err != nil {
+				require.ErrorIs(t, err, sqlite.ErrFull)
+				time.Sleep(faultPoll)
+				return false
+			}
+			return true
+		})
+	}
+	enqueueWhenRoom("the refused call to be accepted", refused)
+	enqueueWhenRoom("the other service's call to be accepted", forB)
 	faultCheckDelivery(t, asA, faultIDs(early, accepted, refused))
 	faultCheckDelivery(t, asB, faultIDs(forB))
 }
