@@ -4,10 +4,10 @@
 // Guarantees:
 //
 //   - Durability: every method that changes state does so inside one
-//     SQLite transaction, committed in WAL mode with synchronous=FULL by
-//     default, and returns only once it has committed, so what a method
-//     reported as done survives a crash of the process and, with the
-//     default, a power loss. Either all of a call's changes are stored or
+//     SQLite transaction, committed in WAL mode, and returns only once it
+//     has committed and, by default (SynchronousFull), once the log holding
+//     the commit has been synced to disk, so what a method reported as done
+//     survives a crash of the process and, with the default, a power loss. Either all of a call's changes are stored or
 //     none: concurrent calls may share a transaction (see below), each in a
 //     savepoint of its own, so a call that fails is undone alone.
 //   - One owner: Open takes an exclusive, non-blocking lock on a side file
@@ -54,20 +54,26 @@
 //     than fill the disk, and changes nothing; delivering the backlog frees
 //     room again.
 //
-// A Store is safe for concurrent use. SQLite has one writer at a time, and
-// every commit syncs the log, so the Store has one writer goroutine, with a
-// connection of its own, that runs the calls that change state (Append,
+// A Store is safe for concurrent use. SQLite has one writer at a time, so
+// the Store has one writer goroutine, with a connection of its own, that
+// runs the calls that change state (Append,
 // Claim, Release, NextTxn, Complete, Purge): it takes every call waiting,
 // and the calls that arrive while its transaction is young, up to 256, and
 // runs them in the order they were made, each in a savepoint, in one
 // SQLite transaction with one commit, then tells each call its outcome.
 // Concurrent callers (the scheduler's committer appending, the services
 // forming and completing transactions) thus share one sync instead of
-// queueing for one each. A call whose context ends while it waits for the
-// writer returns the context's error and changes nothing; once the writer
-// has taken it, it reports its real outcome. Txns and Backlogs read on a
-// second connection, which in WAL mode sees the last commit while the
-// writer writes.
+// queueing for one each. The sync is not the writer's: SQLite runs with
+// synchronous=NORMAL, and under SynchronousFull a syncer goroutine syncs
+// the log after each commit and only then answers its calls, while the
+// writer already runs the next transaction; one sync covers every commit
+// written before it began. A failed sync fails its calls and every later
+// write until the store is reopened. A call whose context ends while it
+// waits for the writer returns the context's error and changes nothing;
+// once the writer has taken it, it reports its real outcome. Txns and
+// Backlogs read on a second connection, which in WAL mode sees the last
+// commit while the writer writes (possibly one whose sync is still under
+// way).
 package sqlite
 
 import (
@@ -110,8 +116,9 @@ type Synchronous int
 
 const (
 	// SynchronousFull makes every commit survive a power loss or an
-	// operating system crash: SQLite syncs the write-ahead log at each
-	// commit. It is the zero value and the default.
+	// operating system crash: no call returns before the write-ahead log
+	// holding its commit has been synced (fdatasync), as SQLite's
+	// synchronous=FULL does. It is the zero value and the default.
 	SynchronousFull Synchronous = iota
 	// SynchronousNormal makes commits survive a crash of the process (a
 	// kill -9 loses nothing), but in WAL mode a power loss or an operating
@@ -200,6 +207,10 @@ type Store struct {
 	st   *statements
 	w    *writer
 	ckpt *checkpointer
+	// sync answers the writer's calls once their commit is on disk, under
+	// SynchronousFull; nil under SynchronousNormal, where the writer
+	// answers at once.
+	sync *syncer
 
 	pageSize int64 // bytes per database page
 	// appendMaxPages is how many pages in use Append may leave (MaxSize
@@ -261,6 +272,9 @@ func OpenWithOptions(path string, opts Options) (*Store, error) {
 		}
 		if s.rdb != nil {
 			_ = s.rdb.Close()
+		}
+		if s.sync != nil {
+			_ = s.sync.close()
 		}
 		if s.ckpt != nil {
 			close(s.ckpt.stop)
@@ -356,6 +370,12 @@ func (s *Store) open(opts Options) error {
 		return err
 	}
 	s.st = st
+	if opts.Synchronous == SynchronousFull {
+		if s.sync, err = newSyncer(s.path); err != nil {
+			return err
+		}
+		go s.sync.run()
+	}
 	go s.runWriter()
 	return nil
 }
@@ -388,7 +408,9 @@ func pragmas(opts Options) []string {
 		fmt.Sprintf("PRAGMA busy_timeout = %d", opts.BusyTimeout.Milliseconds()),
 		"PRAGMA auto_vacuum = INCREMENTAL",
 		"PRAGMA journal_mode = WAL",
-		"PRAGMA synchronous = " + opts.Synchronous.String(),
+		// SQLite's NORMAL in both modes: under SynchronousFull the syncer
+		// syncs the log after each commit, off the writer's path.
+		"PRAGMA synchronous = NORMAL",
 		fmt.Sprintf("PRAGMA journal_size_limit = %d", journalSizeLimit),
 		fmt.Sprintf("PRAGMA cache_size = %d", -cacheSizeKiB),
 		fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutocheckpointPages),
@@ -471,6 +493,12 @@ func (s *Store) Close() error {
 	close(s.ckpt.stop)
 	<-s.ckpt.done
 	var errs []error
+	if s.sync != nil {
+		// Every call has been answered, so nothing is owed.
+		close(s.sync.stop)
+		<-s.sync.done
+		errs = append(errs, s.sync.close())
+	}
 	errs = append(errs, s.st.close())
 	// The reader first: the last connection to close checkpoints the log
 	// and removes it, which the reader may not do.

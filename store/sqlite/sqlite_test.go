@@ -88,7 +88,10 @@ func TestOpenAppliesPragmas(t *testing.T) {
 	s := newStore(t)
 	require.Equal(t, "wal", pragma[string](t, s, "journal_mode"))
 	require.Equal(t, 2, pragma[int](t, s, "auto_vacuum"), "auto_vacuum should be INCREMENTAL (2)")
-	require.Equal(t, 2, pragma[int](t, s, "synchronous"), "synchronous should default to FULL (2)")
+	// Durable commits by default: the syncer syncs the log after each
+	// commit, so SQLite itself runs with NORMAL.
+	require.NotNil(t, s.sync, "SynchronousFull should be the default")
+	require.Equal(t, 1, pragma[int](t, s, "synchronous"))
 	require.Equal(t, 5000, pragma[int](t, s, "busy_timeout"))
 	require.Equal(t, journalSizeLimit, pragma[int](t, s, "journal_size_limit"))
 	require.Equal(t, schemaVersion, pragma[int](t, s, "user_version"))
@@ -99,13 +102,14 @@ func TestOpenWithOptionsAppliesSynchronousAndBusyTimeout(t *testing.T) {
 	path := dbPath(t)
 	s, err := OpenWithOptions(path, Options{Synchronous: SynchronousNormal, BusyTimeout: 1500 * time.Millisecond})
 	require.NoError(t, err)
+	require.Nil(t, s.sync, "SynchronousNormal should not sync after each commit")
 	require.Equal(t, 1, pragma[int](t, s, "synchronous"), "synchronous should be NORMAL (1)")
 	require.Equal(t, 1500, pragma[int](t, s, "busy_timeout"))
 	require.NoError(t, s.Close())
 
 	// The option is per open, not stored in the file.
 	s = openStore(t, path, Options{})
-	require.Equal(t, 2, pragma[int](t, s, "synchronous"))
+	require.NotNil(t, s.sync)
 	// auto_vacuum was set before the first table and stays.
 	require.Equal(t, 2, pragma[int](t, s, "auto_vacuum"))
 }

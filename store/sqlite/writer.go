@@ -90,6 +90,11 @@ func newWriter() *writer {
 // ctx.Err() and work never runs; once taken, the call reports its real
 // outcome. The caller holds the store open (enter).
 func (s *Store) write(ctx context.Context, frees bool, work func(ctx context.Context, tx *sql.Tx) error) error {
+	if s.sync != nil {
+		if err := s.sync.failed(); err != nil {
+			return err
+		}
+	}
 	r := &request{ctx: ctx, work: work, frees: frees, done: make(chan error, 1)}
 	w := s.w
 	w.mu.Lock()
@@ -312,6 +317,10 @@ func (s *Store) commit(batch []*request) {
 	s.w.commits++
 	s.w.calls += int64(len(held))
 	s.w.mu.Unlock()
+	if s.sync != nil {
+		s.sync.after(held, errs)
+		return
+	}
 	for i, r := range held {
 		r.done <- errs[i]
 	}

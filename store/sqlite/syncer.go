@@ -1,0 +1,122 @@
+package sqlite
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+)
+
+// errSyncFailed marks the error of every write after the write-ahead log
+// failed to sync: once a sync has failed, the operating system may have
+// dropped the pages it could not write, so no later sync proves anything
+// and the store refuses to acknowledge more writes until it is reopened.
+var errSyncFailed = errors.New("sqlite: syncing the write-ahead log failed earlier; reopen the store")
+
+// syncer makes the writer's commits durable off the writer's path. Under
+// SynchronousFull the connections run with synchronous=NORMAL, so a COMMIT
+// writes its pages to the write-ahead log and returns without waiting for
+// the disk; the syncer then syncs the log file (fdatasync) and only then
+// answers the calls the commit held. Meanwhile the writer already runs the
+// next SQLite transaction, and one sync covers every commit written before
+// it began, so a slow disk costs a call one sync's wait but no longer
+// holds up the writer.
+//
+// Every call is still answered only once its commit is on disk: the log is
+// written in order, a sync covers all of it, and SQLite itself syncs the
+// log before a checkpoint copies it into the database file and the log's
+// header whenever it starts reusing the file, as synchronous=NORMAL does.
+type syncer struct {
+	wal *os.File // the -wal file, opened read-only: fsync needs no write access
+	// datasync syncs wal: the package's datasync; tests replace it.
+	datasync func(*os.File) error
+
+	mu   sync.Mutex
+	owed []answer // calls whose commit is written, waiting for a sync
+	err  error    // the first sync failure; sticky
+
+	kick chan struct{} // capacity 1: owed is not empty
+	stop chan struct{} // closed by Close once the writer has ended
+	done chan struct{} // closed when the goroutine has ended
+}
+
+// answer is the outcome of one call, to send once its commit is synced.
+type answer struct {
+	r   *request
+	err error
+}
+
+// newSyncer opens the write-ahead log of the database at path. The log
+// exists once the database is in WAL mode and has been written, and stays
+// for as long as a connection is open.
+func newSyncer(path string) (*syncer, error) {
+	wal, err := os.Open(path + "-wal")
+	if err != nil {
+		return nil, fmt.Errorf("opening the write-ahead log to sync it: %w", err)
+	}
+	return &syncer{
+		wal:      wal,
+		datasync: datasync,
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}, nil
+}
+
+// failed returns the sticky error of an earlier failed sync, or nil.
+func (y *syncer) failed() error {
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	return y.err
+}
+
+// after queues the outcomes of the calls of a commit that SQLite has
+// written, to be answered once the log is synced.
+func (y *syncer) after(held []*request, errs []error) {
+	y.mu.Lock()
+	for i, r := range held {
+		y.owed = append(y.owed, answer{r, errs[i]})
+	}
+	y.mu.Unlock()
+	select {
+	case y.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run is the syncer goroutine. Close stops it after the writer, when every
+// call has been answered.
+func (y *syncer) run() {
+	defer close(y.done)
+	for {
+		select {
+		case <-y.kick:
+		case <-y.stop:
+			return
+		}
+		y.mu.Lock()
+		owed := y.owed
+		y.owed = nil
+		failed := y.err
+		y.mu.Unlock()
+		if failed == nil {
+			if err := y.datasync(y.wal); err != nil {
+				failed = fmt.Errorf("%w: %w", errSyncFailed, err)
+				y.mu.Lock()
+				y.err = failed
+				y.mu.Unlock()
+			}
+		}
+		for _, a := range owed {
+			if failed != nil {
+				a.err = failed
+			}
+			a.r.done <- a.err
+		}
+	}
+}
+
+// close closes the log file; the goroutine has ended.
+func (y *syncer) close() error {
+	return y.wal.Close()
+}

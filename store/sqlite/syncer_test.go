@@ -1,0 +1,83 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// gateSyncs makes the store's syncer wait, before each sync of the log,
+// until the returned channel receives; it counts the syncs begun.
+func gateSyncs(s *Store) (gate chan struct{}, begun *atomic.Int64) {
+	gate, begun = make(chan struct{}), new(atomic.Int64)
+	s.sync.datasync = func(f *os.File) error {
+		begun.Add(1)
+		<-gate
+		return datasync(f)
+	}
+	return gate, begun
+}
+
+func TestCallReturnsOnlyOnceItsCommitIsSynced(t *testing.T) {
+	s := newStore(t)
+	gate, begun := gateSyncs(s)
+	ctx := context.Background()
+
+	first := make(chan error, 1)
+	go func() { first <- s.Append(ctx, []store.Entry{entry("$a", "a", "svc")}) }()
+	require.Eventually(t, func() bool { return begun.Load() == 1 }, 10*time.Second, time.Millisecond)
+	require.Equal(t, 1, count(t, s, "items"), "the commit is written before the sync")
+
+	// While the first sync waits, the writer goes on: a second call
+	// commits too, and waits for a sync of its own.
+	second := make(chan error, 1)
+	go func() { second <- s.Append(ctx, []store.Entry{entry("$b", "b", "svc")}) }()
+	require.Eventually(t, func() bool { return commits(s) == 2 }, 10*time.Second, time.Millisecond)
+	select {
+	case err := <-first:
+		t.Fatalf("first call returned (%v) before its commit was synced", err)
+	case err := <-second:
+		t.Fatalf("second call returned (%v) before its commit was synced", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	gate <- struct{}{}
+	require.NoError(t, <-first)
+	// The second commit was written before the next sync began, so that
+	// sync covers it.
+	gate <- struct{}{}
+	require.NoError(t, <-second)
+}
+
+func TestFailedSyncFailsItsCallsAndEveryLaterWrite(t *testing.T) {
+	s := newStore(t)
+	ioErr := errors.New("input/output error")
+	s.sync.datasync = func(*os.File) error { return ioErr }
+	ctx := context.Background()
+
+	err := s.Append(ctx, []store.Entry{entry("$a", "a", "svc")})
+	require.ErrorIs(t, err, errSyncFailed)
+	require.ErrorIs(t, err, ioErr)
+
+	// After a failed sync nothing is acknowledged any more, not even once
+	// syncs succeed again: the pages it failed to write may be gone.
+	s.sync.datasync = datasync
+	_, err = s.Claim(ctx, "svc", "me", time.Minute)
+	require.ErrorIs(t, err, errSyncFailed)
+	require.ErrorIs(t, s.Append(ctx, []store.Entry{entry("$b", "b", "svc")}), errSyncFailed)
+
+	// Reads go on, and a reopened store writes again.
+	_, err = s.Backlogs(ctx)
+	require.NoError(t, err)
+	path := s.path
+	require.NoError(t, s.Close())
+	s = openStore(t, path, Options{})
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$b", "b", "svc")}))
+}
