@@ -207,6 +207,19 @@ type Store interface {
 	Purge(ctx context.Context, service string, epoch Epoch) error
 }
 
+// OrderedAppender is an optional interface of a Store that orders its
+// calls at a moment the caller can observe. The scheduler uses it to form
+// an idle service's next transaction in the same commit as the items it
+// holds, so that one commit, not two, stands between Enqueue and the PUT.
+type OrderedAppender interface {
+	// AppendOrdered is Append, except that it calls queued, at most once
+	// and before it returns, as soon as the call has its place in the
+	// store's order: any call made after queued has returned runs after
+	// this Append, in the same atomic commit or a later one, and sees its
+	// items if it succeeds. queued must not block.
+	AppendOrdered(ctx context.Context, entries []Entry, queued func()) error
+}
+
 // HashItems returns the SHA-256 digest of items' kinds, keys and data, in
 // order and length-prefixed, so that no two different item lists share a
 // digest by concatenation. Stores record it in Txn.Hash; the scheduler

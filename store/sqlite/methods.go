@@ -298,6 +298,13 @@ func containsService(rows []queueRow, svc string) bool {
 // the commit. Under Options.MaxSize, a call that would fill more than the
 // cap allows for queued items fails with ErrFull and stores nothing.
 func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
+	return s.AppendOrdered(ctx, entries, nil)
+}
+
+// AppendOrdered implements store.OrderedAppender: it is Append, calling
+// queued once the call waits in the writer's queue, whose calls run in
+// the order they were queued.
+func (s *Store) AppendOrdered(ctx context.Context, entries []store.Entry, queued func()) error {
 	const op = "error appending items"
 	release, err := s.enter(ctx)
 	if err != nil {
@@ -311,7 +318,7 @@ func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 	if len(plan.items) == 0 {
 		return nil
 	}
-	if err := s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error { return s.appendTx(ctx, tx, plan) }); err != nil {
+	if err := s.writeThen(ctx, false, func(ctx context.Context, tx *sql.Tx) error { return s.appendTx(ctx, tx, plan) }, queued); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil

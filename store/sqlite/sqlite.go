@@ -222,8 +222,9 @@ type Store struct {
 }
 
 var (
-	_ store.Store = (*Store)(nil)
-	_ io.Closer   = (*Store)(nil)
+	_ store.Store           = (*Store)(nil)
+	_ store.OrderedAppender = (*Store)(nil)
+	_ io.Closer             = (*Store)(nil)
 )
 
 // Open opens the store in the SQLite file at path, creating the file if it

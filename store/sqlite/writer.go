@@ -90,6 +90,12 @@ func newWriter() *writer {
 // ctx.Err() and work never runs; once taken, the call reports its real
 // outcome. The caller holds the store open (enter).
 func (s *Store) write(ctx context.Context, frees bool, work func(ctx context.Context, tx *sql.Tx) error) error {
+	return s.writeThen(ctx, frees, work, nil)
+}
+
+// writeThen is write that calls queued, if not nil, once the request is in
+// the writer's queue: a request queued later runs after it.
+func (s *Store) writeThen(ctx context.Context, frees bool, work func(ctx context.Context, tx *sql.Tx) error, queued func()) error {
 	if s.sync != nil {
 		if err := s.sync.failed(); err != nil {
 			return err
@@ -101,6 +107,9 @@ func (s *Store) write(ctx context.Context, frees bool, work func(ctx context.Con
 	w.queue = append(w.queue, r)
 	w.idle = false
 	w.mu.Unlock()
+	if queued != nil {
+		queued()
+	}
 	select {
 	case w.kick <- struct{}{}:
 	default:

@@ -363,3 +363,37 @@ func TestTxnsSeesWhatACallCommitted(t *testing.T) {
 		require.Empty(t, bl)
 	}
 }
+
+func TestAppendOrderedCallsQueuedOnceLaterCallsRunAfterIt(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	e, err := s.Claim(ctx, "a", "owner", time.Hour)
+	require.NoError(t, err)
+
+	release := blockWriter(t, s)
+	before := commits(s)
+	queuedAt := -1 // calls in the writer's queue when queued ran
+	var formed *store.Txn
+	wait := calls(t, s, 0,
+		func() error {
+			return s.AppendOrdered(ctx, []store.Entry{entry("$1", "one", "a")}, func() {
+				s.w.mu.Lock()
+				queuedAt = len(s.w.queue)
+				s.w.mu.Unlock()
+			})
+		},
+		func() error {
+			var err error
+			formed, err = s.NextTxn(ctx, "a", e, 1, lots)
+			return err
+		},
+	)
+	release()
+	errs := wait()
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	require.Equal(t, 1, queuedAt, "queued runs once the Append waits in the writer's queue")
+	require.NotNil(t, formed, "a call queued after the Append sees its items")
+	require.Len(t, formed.Items, 1)
+	require.Equal(t, before+1, commits(s), "the Append and the transaction formed from it share one commit")
+}
