@@ -17,7 +17,14 @@ type eventPool struct {
 	store     store.Store
 	maxEvents int
 	maxBytes  int
-	committed func(queued map[string]int) // told, per service, the items of every successful commit
+	// committed is told, per service, the items of every successful
+	// commit; woken says the services were already woken when the store
+	// ordered the call (see store.OrderedAppender).
+	committed func(queued map[string]int, woken bool)
+	// ordered wakes the services of a call once the store has ordered it,
+	// before its commit: a transaction they form from then on can share
+	// the commit of the items.
+	ordered func(queued map[string]int)
 
 	mu      sync.Mutex
 	events  int           // events admitted and not yet committed
@@ -36,11 +43,12 @@ type poolCall struct {
 	done    chan error // receives the commit's outcome, once
 }
 
-func newEventPool(st store.Store, maxEvents, maxBytes int, committed func(map[string]int)) *eventPool {
+func newEventPool(st store.Store, maxEvents, maxBytes int, ordered func(map[string]int), committed func(map[string]int, bool)) *eventPool {
 	return &eventPool{
 		store:     st,
 		maxEvents: maxEvents,
 		maxBytes:  maxBytes,
+		ordered:   ordered,
 		committed: committed,
 		room:      make(chan struct{}),
 		kick:      make(chan struct{}, 1),
@@ -99,30 +107,51 @@ func (p *eventPool) close() {
 	p.signal()
 }
 
-// run is the committer goroutine: it commits admitted calls in admission
-// order until the pool is closed and empty. ctx must stay valid until then
-// (it carries values, not the stop signal: a begun commit always finishes).
+// maxCommitsInFlight is how many Store.Append calls the committer keeps
+// in flight at once. A store that pipelines its commits (the SQLite store
+// writes the next transaction while the last one syncs) then has the next
+// batch at hand; the calls a commit holds wait for that commit alone.
+// Calls of different commits in flight overlap in time, so any order
+// between them is an order the Enqueue contract allows.
+const maxCommitsInFlight = 4
+
+// run is the committer: it commits admitted calls, every call waiting at
+// the moment a commit slot frees up in one Store.Append, until the pool is
+// closed and empty, then waits for the commits in flight. ctx must stay
+// valid until then (it carries values, not the stop signal: a begun commit
+// always finishes).
 func (p *eventPool) run(ctx context.Context) {
+	var inFlight sync.WaitGroup
+	defer inFlight.Wait()
+	slots := make(chan struct{}, maxCommitsInFlight)
 	for range p.kick {
 		for {
+			slots <- struct{}{}
 			p.mu.Lock()
 			calls := p.pending
 			p.pending = nil
 			closed := p.closed
 			p.mu.Unlock()
 			if len(calls) == 0 {
+				<-slots
 				if closed {
 					return
 				}
 				break
 			}
-			p.commit(ctx, calls)
+			inFlight.Go(func() {
+				p.commit(ctx, calls)
+				<-slots
+			})
 		}
 	}
 }
 
 // commit appends the entries of calls in one Store.Append, so they succeed
 // or fail together, then releases their room and reports to each caller.
+// With a store that orders its calls, the services are woken as soon as the
+// call is ordered: an idle service then forms its transaction in the same
+// commit as the items, so one commit, not two, precedes the PUT.
 func (p *eventPool) commit(ctx context.Context, calls []*poolCall) {
 	var entries []store.Entry
 	if len(calls) == 1 {
@@ -137,7 +166,17 @@ func (p *eventPool) commit(ctx context.Context, calls []*poolCall) {
 			entries = append(entries, c.entries...)
 		}
 	}
-	err := p.store.Append(ctx, entries)
+	counts := countPerService(entries)
+	var err error
+	woken := false
+	if oa, ok := p.store.(store.OrderedAppender); ok {
+		err = oa.AppendOrdered(ctx, entries, func() {
+			woken = true
+			p.ordered(counts)
+		})
+	} else {
+		err = p.store.Append(ctx, entries)
+	}
 
 	events, bytes := 0, 0
 	for _, c := range calls {
@@ -154,7 +193,7 @@ func (p *eventPool) commit(ctx context.Context, calls []*poolCall) {
 	p.mu.Unlock()
 
 	if err == nil {
-		p.committed(countPerService(entries))
+		p.committed(counts, woken)
 	}
 	for _, c := range calls {
 		c.done <- err

@@ -75,7 +75,7 @@ func New(cfg Config) (*Scheduler, error) {
 			s.services[reg.ID] = newService(s, reg)
 		}
 	}
-	s.pool = newEventPool(cfg.Store, cfg.MaxPoolEvents, cfg.MaxPoolBytes, s.wakeServices)
+	s.pool = newEventPool(cfg.Store, cfg.MaxPoolEvents, cfg.MaxPoolBytes, s.wakeServices, s.countQueued)
 	return s, nil
 }
 
@@ -161,12 +161,27 @@ func (s *Scheduler) isStopping() bool {
 	}
 }
 
-// wakeServices wakes the owners of services with newly committed work.
+// wakeServices wakes the owners of services with work the store has just
+// ordered, before its commit (see eventPool.commit).
 func (s *Scheduler) wakeServices(queued map[string]int) {
+	for id := range queued {
+		if svc := s.services[id]; svc != nil {
+			svc.wake()
+		}
+	}
+}
+
+// countQueued raises the services' estimates of their queued items after a
+// commit, and wakes them unless they were woken when the call was ordered:
+// a pass begun since then runs after the items were appended and sees
+// them.
+func (s *Scheduler) countQueued(queued map[string]int, woken bool) {
 	for id, n := range queued {
 		if svc := s.services[id]; svc != nil {
 			svc.queued.Add(int64(n))
-			svc.wake()
+			if !woken {
+				svc.wake()
+			}
 		}
 	}
 }
