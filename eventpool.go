@@ -10,7 +10,8 @@ import (
 // eventPool is the hand-off between Enqueue and the Store: it admits calls
 // while it has room (bounded in events and bytes, so a Store that cannot
 // keep up pushes back on the producers) and commits every admitted call
-// waiting at that moment with one Store.Append: group commit. Admission is
+// waiting at that moment with one Store.Append: group commit, with up to
+// maxCommitsInFlight such commits under way at once. Admission is
 // the point of no return: an admitted call is committed even during Stop,
 // and its caller gets the real outcome.
 type eventPool struct {

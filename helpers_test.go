@@ -303,6 +303,19 @@ func (w *storeFunc) Append(ctx context.Context, entries []store.Entry) error {
 	return w.Store.Append(ctx, entries)
 }
 
+// AppendOrdered keeps the wrapped store's OrderedAppender visible. A store
+// without one, or an intercepted Append, is ordered once it has returned.
+func (w *storeFunc) AppendOrdered(ctx context.Context, entries []store.Entry, queued func()) error {
+	if oa, ok := w.Store.(store.OrderedAppender); ok && w.append == nil {
+		return oa.AppendOrdered(ctx, entries, queued)
+	}
+	if err := w.Append(ctx, entries); err != nil {
+		return err
+	}
+	queued()
+	return nil
+}
+
 func (w *storeFunc) NextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
 	if w.nextTxn != nil {
 		return w.nextTxn(ctx, service, epoch, format, lim)

@@ -524,11 +524,23 @@ func TestFlappingServiceUnderConcurrentProducersLosesNothing(t *testing.T) {
 // (while UP, and while the Recoverer decides to hand back) must still be
 // sent at once, without help from the poller.
 func TestNoOrphanWhenEventsLandAsTheOwnerFindsNothing(t *testing.T) {
-	for _, recovering := range []bool{false, true} {
-		t.Run(fmt.Sprintf("recovering=%v", recovering), func(t *testing.T) {
+	for _, c := range []struct {
+		store      string
+		recovering bool
+	}{{"memory", false}, {"memory", true}, {"sqlite", false}, {"sqlite", true}} {
+		t.Run(fmt.Sprintf("store=%s/recovering=%v", c.store, c.recovering), func(t *testing.T) {
+			recovering := c.recovering
 			ctx := context.Background()
 			as := newFakeAS(t, "tok")
 			cfg := testConfig(t, reg("a", as, "@a_.*"))
+			if c.store == "sqlite" {
+				// Its Append is ordered before it commits (OrderedAppender):
+				// the owner is woken then, not after the commit.
+				st, err := sqlite.Open(filepath.Join(t.TempDir(), "db"))
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = st.Close() })
+				cfg.Store = st
+			}
 			cfg.PollInterval = time.Hour // the poller must not be the rescue
 			var s *Scheduler
 			var injected atomic.Int32

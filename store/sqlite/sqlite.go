@@ -418,6 +418,11 @@ func pragmas(opts Options) []string {
 		// The schema keeps its references by code, not by foreign keys:
 		// checking them would cost a lookup per queued row.
 		"PRAGMA foreign_keys = OFF",
+		// The writer runs each call in a savepoint, whose journal of the
+		// pages it changes is a temporary file by default: one more write
+		// per page. In memory it costs no syscall, and it is as large as
+		// one call's changes at most.
+		"PRAGMA temp_store = MEMORY",
 	}
 }
 

@@ -93,6 +93,7 @@ func TestOpenAppliesPragmas(t *testing.T) {
 	require.NotNil(t, s.sync, "SynchronousFull should be the default")
 	require.Equal(t, 1, pragma[int](t, s, "synchronous"))
 	require.Equal(t, 5000, pragma[int](t, s, "busy_timeout"))
+	require.Equal(t, 2, pragma[int](t, s, "temp_store"), "temp_store should be MEMORY (2)")
 	require.Equal(t, journalSizeLimit, pragma[int](t, s, "journal_size_limit"))
 	require.Equal(t, schemaVersion, pragma[int](t, s, "user_version"))
 	require.Equal(t, applicationID, pragma[int](t, s, "application_id"))
