@@ -782,7 +782,7 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 	if service == "" {
 		return fmt.Errorf("%s: %w", op, invalid("empty service ID"))
 	}
-	err = s.write(ctx, true, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.writeAlone(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
 		}

@@ -83,6 +83,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -255,7 +256,7 @@ func OpenWithOptions(path string, opts Options) (*Store, error) {
 	if opts.MaxSize < 0 || (opts.MaxSize > 0 && opts.MaxSize < MinMaxSize) {
 		return nil, fmt.Errorf("error opening sqlite store: Options.MaxSize is %d: use 0 for no cap, or at least MinMaxSize (%d bytes)", opts.MaxSize, MinMaxSize)
 	}
-	abs, err := filepath.Abs(path)
+	abs, err := realPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("error opening sqlite store %s: %w", path, err)
 	}
@@ -289,6 +290,42 @@ func OpenWithOptions(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("error opening sqlite store %s: %w", abs, err)
 	}
 	return s, nil
+}
+
+// realPath returns the absolute path of the file at path with symbolic
+// links resolved, as SQLite resolves them: two names of one file then get
+// one lock, and the log SQLite keeps beside the real file is the one
+// synced. A link to a file that does not exist yet resolves to where the
+// file will be.
+func realPath(path string) (string, error) {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	for range 40 { // as Linux's limit on links in a path
+		fi, err := os.Lstat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			dir, err := filepath.EvalSymlinks(filepath.Dir(p))
+			if err != nil {
+				return "", err
+			}
+			return filepath.Join(dir, filepath.Base(p)), nil
+		case err != nil:
+			return "", err
+		case fi.Mode()&fs.ModeSymlink == 0:
+			return filepath.EvalSymlinks(p)
+		}
+		target, err := os.Readlink(p)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(p), target)
+		}
+		p = target
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
 }
 
 // lockFile creates or opens path + ".lock" and takes an exclusive flock on
@@ -372,7 +409,12 @@ func (s *Store) open(opts Options) error {
 	}
 	s.st = st
 	if opts.Synchronous == SynchronousFull {
-		if s.sync, err = newSyncer(s.path); err != nil {
+		var seq int
+		var name, file string
+		if err := s.db.QueryRowContext(ctx, "PRAGMA database_list").Scan(&seq, &name, &file); err != nil {
+			return fmt.Errorf("reading the database's file name: %w", err)
+		}
+		if s.sync, err = newSyncer(file); err != nil {
 			return err
 		}
 		go s.sync.run()
@@ -418,10 +460,11 @@ func pragmas(opts Options) []string {
 		// The schema keeps its references by code, not by foreign keys:
 		// checking them would cost a lookup per queued row.
 		"PRAGMA foreign_keys = OFF",
-		// The writer runs each call in a savepoint, whose journal of the
-		// pages it changes is a temporary file by default: one more write
-		// per page. In memory it costs no syscall, and it is as large as
-		// one call's changes at most.
+		// The writer runs each call but the first of a transaction in a
+		// savepoint, whose journal of the pages it changes is a temporary
+		// file by default: one more write per page. In memory it costs no
+		// syscall; it is as large as one call's changes at most, and the
+		// one call whose changes have no bound, Purge, runs alone.
 		"PRAGMA temp_store = MEMORY",
 	}
 }
@@ -519,8 +562,9 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// enter starts a method call: it checks ctx, then that the store is open,
-// and holds the store open until the returned function is called.
+// enter starts a method call: it checks ctx, then that the store is open
+// and has not failed to sync, and holds the store open until the returned
+// function is called.
 func (s *Store) enter(ctx context.Context) (func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -530,7 +574,19 @@ func (s *Store) enter(ctx context.Context) (func(), error) {
 		s.mu.RUnlock()
 		return nil, store.ErrClosed
 	}
+	if err := s.syncFailed(); err != nil {
+		s.mu.RUnlock()
+		return nil, err
+	}
 	return s.mu.RUnlock, nil
+}
+
+// syncFailed returns the error of a failed sync of the log, or nil.
+func (s *Store) syncFailed() error {
+	if s.sync == nil {
+		return nil
+	}
+	return s.sync.failed()
 }
 
 // readTx runs fn in one read transaction on the reader's connection, so

@@ -726,3 +726,21 @@ func TestOpenFreesLeasesOfAnEarlierProcess(t *testing.T) {
 		t.Fatalf("NextTxn with the dead process's epoch: got %v, want ErrStaleEpoch", err)
 	}
 }
+
+func TestOpenThroughASymlinkSharesTheFileAndItsLock(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real.db")
+	link := filepath.Join(dir, "link.db")
+	require.NoError(t, os.Symlink(real, link))
+
+	s := openStore(t, link, Options{})
+	require.NoError(t, s.Append(t.Context(), []store.Entry{entry("$1", "one", "a")}))
+	_, err := Open(real)
+	require.ErrorIs(t, err, ErrLocked, "the file's two names share one lock")
+	require.NoError(t, s.Close())
+
+	s = openStore(t, real, Options{})
+	bl, err := s.Backlogs(t.Context())
+	require.NoError(t, err)
+	require.Len(t, bl, 1, "what was appended through the link is in the file")
+}

@@ -7,10 +7,13 @@ import (
 	"sync"
 )
 
-// errSyncFailed marks the error of every write after the write-ahead log
+// errSyncFailed marks the error of every call after the write-ahead log
 // failed to sync: once a sync has failed, the operating system may have
-// dropped the pages it could not write, so no later sync proves anything
-// and the store refuses to acknowledge more writes until it is reopened.
+// dropped the pages it could not write, so no later sync proves anything.
+// Commits become readable before their sync (synchronous=NORMAL), so the
+// store then refuses reads too, lest the scheduler send a transaction that
+// may never reach the disk, and the writer runs nothing more: every call
+// fails until the store is reopened, which reads what is really on disk.
 var errSyncFailed = errors.New("sqlite: syncing the write-ahead log failed earlier; reopen the store")
 
 // syncer makes the writer's commits durable off the writer's path. Under
@@ -46,11 +49,12 @@ type answer struct {
 	err error
 }
 
-// newSyncer opens the write-ahead log of the database at path. The log
-// exists once the database is in WAL mode and has been written, and stays
-// for as long as a connection is open.
-func newSyncer(path string) (*syncer, error) {
-	wal, err := os.Open(path + "-wal")
+// newSyncer opens the write-ahead log of the database file that SQLite
+// has open as dbFile (symbolic links resolved, as SQLite resolves them).
+// The log exists once the database is in WAL mode and has been written,
+// and stays for as long as a connection is open.
+func newSyncer(dbFile string) (*syncer, error) {
+	wal, err := os.Open(dbFile + "-wal")
 	if err != nil {
 		return nil, fmt.Errorf("opening the write-ahead log to sync it: %w", err)
 	}
@@ -99,6 +103,9 @@ func (y *syncer) run() {
 		y.owed = nil
 		failed := y.err
 		y.mu.Unlock()
+		if len(owed) == 0 {
+			continue // a kick for commits an earlier sync covered
+		}
 		if failed == nil {
 			if err := y.datasync(y.wal); err != nil {
 				failed = fmt.Errorf("%w: %w", errSyncFailed, err)

@@ -56,7 +56,7 @@ func TestCallReturnsOnlyOnceItsCommitIsSynced(t *testing.T) {
 	require.NoError(t, <-second)
 }
 
-func TestFailedSyncFailsItsCallsAndEveryLaterWrite(t *testing.T) {
+func TestFailedSyncFailsItsCallsAndEveryLaterCall(t *testing.T) {
 	s := newStore(t)
 	ioErr := errors.New("input/output error")
 	s.sync.datasync = func(*os.File) error { return ioErr }
@@ -73,11 +73,44 @@ func TestFailedSyncFailsItsCallsAndEveryLaterWrite(t *testing.T) {
 	require.ErrorIs(t, err, errSyncFailed)
 	require.ErrorIs(t, s.Append(ctx, []store.Entry{entry("$b", "b", "svc")}), errSyncFailed)
 
-	// Reads go on, and a reopened store writes again.
+	// Nor is anything read: commits are readable before their sync, and
+	// one that never reached the disk must not be sent.
 	_, err = s.Backlogs(ctx)
-	require.NoError(t, err)
+	require.ErrorIs(t, err, errSyncFailed)
+	_, err = s.Txns(ctx, "svc", 0)
+	require.ErrorIs(t, err, errSyncFailed)
+
+	// A reopened store works again.
 	path := s.path
 	require.NoError(t, s.Close())
 	s = openStore(t, path, Options{})
 	require.NoError(t, s.Append(ctx, []store.Entry{entry("$b", "b", "svc")}))
+}
+
+func TestCallsQueuedWhenASyncFailsDoNotRun(t *testing.T) {
+	s := newStore(t)
+	gate, begun := gateSyncs(s)
+	ioErr := errors.New("input/output error")
+	s.sync.datasync = func(*os.File) error {
+		begun.Add(1)
+		<-gate
+		return ioErr
+	}
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() { first <- s.Append(ctx, []store.Entry{entry("$a", "a", "svc")}) }()
+	require.Eventually(t, func() bool { return begun.Load() == 1 }, 10*time.Second, time.Millisecond)
+
+	// Queued behind a writer that is busy, a call waits while the sync
+	// that is about to fail runs.
+	release := blockWriter(t, s)
+	second := make(chan error, 1)
+	go func() { second <- s.Append(ctx, []store.Entry{entry("$b", "b", "svc")}) }()
+	waitQueued(t, s, 1)
+	gate <- struct{}{}
+	require.ErrorIs(t, <-first, errSyncFailed)
+	before := commits(s)
+	release()
+	require.ErrorIs(t, <-second, errSyncFailed)
+	require.Equal(t, before, commits(s), "nothing runs once a sync has failed")
 }

@@ -38,6 +38,10 @@ type request struct {
 	// frees is true for calls that may leave free pages (Complete, Purge),
 	// which the writer gives back to the file system later.
 	frees bool
+	// alone is true for a call whose changes have no bound (Purge): it
+	// runs first in a SQLite transaction of its own, so in no savepoint,
+	// whose journal of changed pages SQLite keeps in memory.
+	alone bool
 	// state is requestWaiting until the writer takes the request or the
 	// caller withdraws it, whichever comes first.
 	state atomic.Int32
@@ -93,15 +97,25 @@ func (s *Store) write(ctx context.Context, frees bool, work func(ctx context.Con
 	return s.writeThen(ctx, frees, work, nil)
 }
 
+// writeAlone is write for a call whose changes have no bound: see
+// request.alone.
+func (s *Store) writeAlone(ctx context.Context, work func(ctx context.Context, tx *sql.Tx) error) error {
+	return s.enqueue(ctx, &request{ctx: ctx, work: work, frees: true, alone: true}, nil)
+}
+
 // writeThen is write that calls queued, if not nil, once the request is in
 // the writer's queue: a request queued later runs after it.
 func (s *Store) writeThen(ctx context.Context, frees bool, work func(ctx context.Context, tx *sql.Tx) error, queued func()) error {
-	if s.sync != nil {
-		if err := s.sync.failed(); err != nil {
-			return err
-		}
+	return s.enqueue(ctx, &request{ctx: ctx, work: work, frees: frees}, queued)
+}
+
+// enqueue queues r for the writer, calls queued if not nil, and waits for
+// r's outcome.
+func (s *Store) enqueue(ctx context.Context, r *request, queued func()) error {
+	if err := s.syncFailed(); err != nil {
+		return err
 	}
-	r := &request{ctx: ctx, work: work, frees: frees, done: make(chan error, 1)}
+	r.done = make(chan error, 1)
 	w := s.w
 	w.mu.Lock()
 	w.queue = append(w.queue, r)
@@ -226,6 +240,13 @@ func (s *Store) failQueued(err error) {
 // roll back the whole transaction (it may, on a full disk or an I/O
 // error), that request fails and the others run again in the next one.
 func (s *Store) commit(batch []*request) {
+	if err := s.syncFailed(); err != nil {
+		// Nothing committed from now on could be acknowledged.
+		for _, r := range batch {
+			r.done <- err
+		}
+		return
+	}
 	ctx := context.Background()
 	var (
 		tx    *sql.Tx
@@ -258,6 +279,11 @@ func (s *Store) commit(batch []*request) {
 			batch = append(batch, more...)
 		}
 		r := batch[i]
+		if r.alone && len(held) > 0 {
+			// Commit what is held; r and the rest run next.
+			s.w.retry = append(batch[i:len(batch):len(batch)], s.w.retry...)
+			break
+		}
 		if tx == nil {
 			var err error
 			if tx, err = s.db.BeginTx(ctx, nil); err != nil {
@@ -280,6 +306,10 @@ func (s *Store) commit(batch []*request) {
 			}
 			held, errs = append(held, r), append(errs, nil)
 			freed = freed || r.frees
+			if r.alone {
+				s.w.retry = append(batch[i+1:len(batch):len(batch)], s.w.retry...)
+				break
+			}
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT call"); err != nil {

@@ -397,3 +397,29 @@ func TestAppendOrderedCallsQueuedOnceLaterCallsRunAfterIt(t *testing.T) {
 	require.Len(t, formed.Items, 1)
 	require.Equal(t, before+1, commits(s), "the Append and the transaction formed from it share one commit")
 }
+
+func TestPurgeRunsInATransactionOfItsOwn(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	e, err := s.Claim(ctx, "a", "owner", time.Hour)
+	require.NoError(t, err)
+
+	release := blockWriter(t, s)
+	before := commits(s)
+	wait := calls(t, s, 0,
+		func() error { return s.Append(ctx, []store.Entry{entry("$1", "one", "a")}) },
+		func() error { return s.Purge(ctx, "a", e) },
+		func() error { return s.Append(ctx, []store.Entry{entry("$2", "two", "a")}) },
+	)
+	release()
+	for i, err := range wait() {
+		require.NoError(t, err, "call %d", i)
+	}
+	// The Purge's changes have no bound, so it runs in no savepoint (whose
+	// journal the store keeps in memory): first in a transaction, alone.
+	require.Equal(t, before+3, commits(s))
+	txn, err := s.NextTxn(ctx, "a", e, 1, lots)
+	require.NoError(t, err)
+	require.Len(t, txn.Items, 1)
+	require.Equal(t, "two", string(txn.Items[0].Data), "the calls ran in order")
+}
