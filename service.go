@@ -250,6 +250,9 @@ func (svc *service) form(ctx context.Context) (*store.Txn, error) {
 	format := wire.FormatFor(bodyFlags(svc.reg))
 	txn, err := svc.s.cfg.Store.NextTxn(ctx, svc.reg.ID, svc.epoch, format, svc.s.limits)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, errStopping // Stop ran out of time: not a store error
+		}
 		return nil, storeErr("forming a transaction", err)
 	}
 	if txn != nil {
