@@ -111,6 +111,9 @@ var cases = []suiteCase{
 	// concurrent.go
 	{"ConcurrentAppendsAreDeliveredOnceInOrder", testConcurrentDelivery},
 	{"ConcurrentNextTxnCallsBindEachItemOnce", testConcurrentNextTxn},
+
+	// ordered.go: only for a store with store.OrderedAppender
+	{"CallsMadeAfterAnOrderedAppendSeeItsItems", testOrderedAppend},
 }
 
 // Run checks the store.Store contract on stores made by newStore, one fresh
