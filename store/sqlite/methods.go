@@ -29,11 +29,12 @@ type statements struct {
 	all []*sql.Stmt
 
 	// Append.
-	insertItems    [batchLevels]*sql.Stmt // kind, key, data, created per row
-	insertQueue    [batchLevels]*sql.Stmt // service, seq, kind, key per row
-	countAppended  *sql.Stmt
-	deleteUnwanted *sql.Stmt
-	addQueued      *sql.Stmt
+	insertItems   [batchLevels]*sql.Stmt // kind, key, data, created per row
+	insertQueue   [batchLevels]*sql.Stmt // service, seq per row
+	insertPending [batchLevels]*sql.Stmt // service, h, seq per row
+	findPending   [batchLevels]*sql.Stmt // service, then the hashes
+	pendingItem   *sql.Stmt
+	addQueued     *sql.Stmt
 
 	// Leases.
 	ensureService *sql.Stmt
@@ -58,6 +59,9 @@ type statements struct {
 	deleteTxnItems *sql.Stmt
 	deleteTxnQueue *sql.Stmt
 	deleteTxn      *sql.Stmt
+	countStale     *sql.Stmt
+	prunePending   *sql.Stmt
+	resetStale     *sql.Stmt
 
 	// Backlogs (reader).
 	backlogs *sql.Stmt
@@ -65,6 +69,7 @@ type statements struct {
 	// Purge.
 	purgeItems   *sql.Stmt
 	purgeQueue   *sql.Stmt
+	dropPending  *sql.Stmt
 	purgeTxns    *sql.Stmt
 	purgeService *sql.Stmt
 
@@ -103,11 +108,12 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 
 	for k := range batchLevels {
 		st.insertItems[k] = p(`INSERT INTO items (kind, key, data, created) VALUES ` + valuesList(1<<k, 4))
-		st.insertQueue[k] = p(`INSERT OR IGNORE INTO queue (service, seq, kind, key) VALUES ` + valuesList(1<<k, 4))
+		st.insertQueue[k] = p(`INSERT INTO queue (service, seq) VALUES ` + valuesList(1<<k, 2))
+		st.insertPending[k] = p(`INSERT INTO pending (service, h, seq) VALUES ` + valuesList(1<<k, 3))
+		st.findPending[k] = p(`SELECT h, seq FROM pending WHERE service = ? AND h IN ` + valuesList(1, 1<<k))
 	}
-	st.countAppended = p(`SELECT service, count(*) FROM queue WHERE seq BETWEEN ? AND ? GROUP BY service`)
-	st.deleteUnwanted = p(`DELETE FROM items WHERE seq BETWEEN ? AND ?
-		AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.seq = items.seq)`)
+	st.pendingItem = p(`SELECT i.kind, i.key FROM queue AS q JOIN items AS i ON i.seq = q.seq
+		WHERE q.service = ? AND q.seq = ?`)
 	st.addQueued = p(`INSERT INTO services (service, queued) VALUES (?, ?)
 		ON CONFLICT (service) DO UPDATE SET queued = queued + excluded.queued`)
 
@@ -137,6 +143,11 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 		AND NOT EXISTS (SELECT 1 FROM queue AS o WHERE o.seq = items.seq AND o.service <> ?)`)
 	st.deleteTxnQueue = p(`DELETE FROM queue WHERE service = ? AND seq BETWEEN ? AND ?`)
 	st.deleteTxn = p(`DELETE FROM txns WHERE service = ? AND id = ?`)
+	st.countStale = p(`UPDATE services SET dedup_stale = dedup_stale + ? WHERE service = ?
+		RETURNING dedup_stale, queued`)
+	st.prunePending = p(`DELETE FROM pending WHERE service = ? AND h BETWEEN ? AND ?
+		AND NOT EXISTS (SELECT 1 FROM queue AS q WHERE q.service = pending.service AND q.seq = pending.seq)`)
+	st.resetStale = p(`UPDATE services SET dedup_stale = 0 WHERE service = ?`)
 
 	st.backlogs = r(`SELECT service, txns, queued, oldest FROM (
 		SELECT s.service AS service,
@@ -151,8 +162,9 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 		WHERE seq IN (SELECT seq FROM queue WHERE service = ?)
 		AND NOT EXISTS (SELECT 1 FROM queue AS o WHERE o.seq = items.seq AND o.service <> ?)`)
 	st.purgeQueue = p(`DELETE FROM queue WHERE service = ?`)
+	st.dropPending = p(`DELETE FROM pending WHERE service = ?`)
 	st.purgeTxns = p(`DELETE FROM txns WHERE service = ?`)
-	st.purgeService = p(`UPDATE services SET queued = 0 WHERE service = ?`)
+	st.purgeService = p(`UPDATE services SET queued = 0, dedup_stale = 0 WHERE service = ?`)
 
 	st.freelistCount = p(`PRAGMA freelist_count`)
 	st.pagesInUse = p(`SELECT p.page_count - f.freelist_count FROM pragma_page_count() AS p, pragma_freelist_count() AS f`)
@@ -214,10 +226,12 @@ type appendPlan struct {
 	counts   map[string]int // rows per service
 }
 
-// queueRow queues items[item] of a plan for service.
+// queueRow queues items[item] of a plan for service. h is keyHash of the
+// item's kind and key, for keyed items.
 type queueRow struct {
 	item    int
 	service string
+	h       int64
 }
 
 // pendingKey identifies a deduplicated item of a service.
@@ -269,7 +283,11 @@ func planAppend(entries []store.Entry) (*appendPlan, error) {
 			} else if containsService(plan.rows[start:], svc) {
 				continue
 			}
-			plan.rows = append(plan.rows, queueRow{item: len(plan.items), service: svc})
+			row := queueRow{item: len(plan.items), service: svc}
+			if e.Key != "" {
+				row.h = keyHash(int64(e.Kind), e.Key)
+			}
+			plan.rows = append(plan.rows, row)
 			if plan.counts[svc] == 0 {
 				plan.services = append(plan.services, svc)
 			}
@@ -292,11 +310,12 @@ func containsService(rows []queueRow, svc string) bool {
 }
 
 // Append implements store.Store. It stores the whole call in one SQLite
-// transaction: the items in batched inserts, then their queue rows, where a
-// unique index on the pending (service, kind, key) drops the ones already
-// pending. An item that none of its services took is deleted again before
-// the commit. Under Options.MaxSize, a call that would fill more than the
-// cap allows for queued items fails with ErrFull and stores nothing.
+// transaction: it looks up the hashes of the call's keys among the pending
+// ones and drops the entries a service already has pending, then inserts
+// the items that a service still takes, their queue rows and their pending
+// keys, in batched inserts. Under Options.MaxSize, a call that would fill
+// more than the cap allows for queued items fails with ErrFull and stores
+// nothing.
 func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 	return s.AppendOrdered(ctx, entries, nil)
 }
@@ -325,17 +344,40 @@ func (s *Store) AppendOrdered(ctx context.Context, entries []store.Entry, queued
 }
 
 func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) error {
+	pending, err := s.alreadyPending(ctx, tx, plan)
+	if err != nil {
+		return err
+	}
+	// Each item is stored if at least one service takes it.
+	takers := make([]int, len(plan.items))
+	counts := make(map[string]int, len(plan.services))
+	for i, r := range plan.rows {
+		if !pending[i] {
+			takers[r.item]++
+			counts[r.service]++
+		}
+	}
+	kept := make([]int, 0, len(plan.items))
+	for i, n := range takers {
+		if n > 0 {
+			kept = append(kept, i)
+		}
+	}
+	if len(kept) == 0 {
+		return nil
+	}
 	now := s.now().UnixNano()
-	args := make([]any, 0, 4*min(maxBatch, max(len(plan.items), len(plan.rows))))
+	args := make([]any, 0, 4*min(maxBatch, max(len(kept), len(plan.rows))))
 
 	// Items. seq is INTEGER PRIMARY KEY AUTOINCREMENT, so the rows of one
 	// INSERT get consecutive seqs ending at the last insert rowid.
 	seqs := make([]int64, len(plan.items))
-	for done := 0; done < len(plan.items); {
-		k := batchLevel(len(plan.items) - done)
-		batch := plan.items[done : done+1<<k]
+	for done := 0; done < len(kept); {
+		k := batchLevel(len(kept) - done)
+		batch := kept[done : done+1<<k]
 		args = args[:0]
-		for _, e := range batch {
+		for _, i := range batch {
+			e := plan.items[i]
 			args = append(args, int64(e.Kind), e.Key, e.Data, now)
 		}
 		res, err := tx.StmtContext(ctx, s.st.insertItems[k]).ExecContext(ctx, args...)
@@ -346,47 +388,47 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 		if err != nil {
 			return fmt.Errorf("inserting items: %w", err)
 		}
-		for j := range batch {
-			seqs[done+j] = last - int64(len(batch)-1-j)
+		for j, i := range batch {
+			seqs[i] = last - int64(len(batch)-1-j)
 		}
 		done += len(batch)
 	}
 
-	// Queue rows; INSERT OR IGNORE skips those whose key is still pending.
-	var inserted int64
-	for done := 0; done < len(plan.rows); {
-		k := batchLevel(len(plan.rows) - done)
-		batch := plan.rows[done : done+1<<k]
+	// Queue rows, then the pending rows of the keyed ones.
+	rows := make([]queueRow, 0, len(plan.rows))
+	var keyed []queueRow
+	for i, r := range plan.rows {
+		if pending[i] {
+			continue
+		}
+		rows = append(rows, r)
+		if plan.items[r.item].Key != "" {
+			keyed = append(keyed, r)
+		}
+	}
+	for done := 0; done < len(rows); {
+		k := batchLevel(len(rows) - done)
 		args = args[:0]
-		for _, r := range batch {
-			e := plan.items[r.item]
-			args = append(args, r.service, seqs[r.item], int64(e.Kind), e.Key)
+		for _, r := range rows[done : done+1<<k] {
+			args = append(args, r.service, seqs[r.item])
 		}
-		res, err := tx.StmtContext(ctx, s.st.insertQueue[k]).ExecContext(ctx, args...)
-		if err != nil {
+		if _, err := tx.StmtContext(ctx, s.st.insertQueue[k]).ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("queueing items: %w", err)
 		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return fmt.Errorf("queueing items: %w", err)
+		done += 1 << k
+	}
+	for done := 0; done < len(keyed); {
+		k := batchLevel(len(keyed) - done)
+		args = args[:0]
+		for _, r := range keyed[done : done+1<<k] {
+			args = append(args, r.service, r.h, seqs[r.item])
 		}
-		inserted += n
-		done += len(batch)
+		if _, err := tx.StmtContext(ctx, s.st.insertPending[k]).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("recording pending keys: %w", err)
+		}
+		done += 1 << k
 	}
 
-	counts := plan.counts
-	if inserted != int64(len(plan.rows)) {
-		// Some keys were still pending: count what was queued, and drop the
-		// items that nobody took.
-		first, last := seqs[0], seqs[len(seqs)-1]
-		var err error
-		if counts, err = s.countAppended(ctx, tx, first, last); err != nil {
-			return err
-		}
-		if _, err := tx.StmtContext(ctx, s.st.deleteUnwanted).ExecContext(ctx, first, last); err != nil {
-			return fmt.Errorf("deleting items already pending: %w", err)
-		}
-	}
 	for _, svc := range plan.services {
 		if n := counts[svc]; n > 0 {
 			if _, err := tx.StmtContext(ctx, s.st.addQueued).ExecContext(ctx, svc, n); err != nil {
@@ -397,26 +439,149 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 	return s.checkRoom(ctx, tx)
 }
 
-// countAppended counts the queue rows per service with seq in [first, last].
-func (s *Store) countAppended(ctx context.Context, tx *sql.Tx, first, last int64) (map[string]int, error) {
-	rows, err := tx.StmtContext(ctx, s.st.countAppended).QueryContext(ctx, first, last)
+// alreadyPending reports, for each row of plan, whether its item's kind
+// and key are already pending for its service: the pending table names
+// candidates by hash, and the queued item itself confirms one (a hash
+// collision, or a row whose item has left the queue, is no duplicate).
+func (s *Store) alreadyPending(ctx context.Context, tx *sql.Tx, plan *appendPlan) ([]bool, error) {
+	pending := make([]bool, len(plan.rows))
+	byService := make(map[string][]int, len(plan.services)) // keyed rows
+	for i, r := range plan.rows {
+		if plan.items[r.item].Key != "" {
+			byService[r.service] = append(byService[r.service], i)
+		}
+	}
+	args := make([]any, 0, 1+min(maxBatch, len(plan.rows)))
+	for _, svc := range plan.services {
+		idx := byService[svc]
+		for done := 0; done < len(idx); {
+			k := batchLevel(len(idx) - done)
+			batch := idx[done : done+1<<k]
+			done += len(batch)
+			args = append(args[:0], svc)
+			for _, i := range batch {
+				args = append(args, plan.rows[i].h)
+			}
+			hits, err := s.pendingHits(ctx, tx, k, args)
+			if err != nil {
+				return nil, err
+			}
+			for _, i := range batch {
+				if len(hits) == 0 {
+					break
+				}
+				e := plan.items[plan.rows[i].item]
+				for _, seq := range hits[plan.rows[i].h] {
+					var kind int64
+					var key string
+					err := tx.StmtContext(ctx, s.st.pendingItem).QueryRowContext(ctx, svc, seq).Scan(&kind, &key)
+					if errors.Is(err, sql.ErrNoRows) {
+						continue // stale: the item has left the queue
+					}
+					if err != nil {
+						return nil, fmt.Errorf("checking a pending key: %w", err)
+					}
+					if store.Kind(kind) == e.Kind && key == e.Key {
+						pending[i] = true
+						break
+					}
+				}
+			}
+		}
+	}
+	return pending, nil
+}
+
+// pendingHits runs findPending[k] with args (the service, then 1<<k
+// hashes) and returns the seqs found per hash, nil when none.
+func (s *Store) pendingHits(ctx context.Context, tx *sql.Tx, k int, args []any) (map[int64][]int64, error) {
+	rows, err := tx.StmtContext(ctx, s.st.findPending[k]).QueryContext(ctx, args...)
 	if err != nil {
-		return nil, fmt.Errorf("counting queued items: %w", err)
+		return nil, fmt.Errorf("looking up pending keys: %w", err)
 	}
 	defer rows.Close()
-	counts := make(map[string]int)
+	var hits map[int64][]int64
 	for rows.Next() {
-		var svc string
-		var n int
-		if err := rows.Scan(&svc, &n); err != nil {
-			return nil, fmt.Errorf("counting queued items: %w", err)
+		var h, seq int64
+		if err := rows.Scan(&h, &seq); err != nil {
+			return nil, fmt.Errorf("looking up pending keys: %w", err)
 		}
-		counts[svc] = n
+		if hits == nil {
+			hits = make(map[int64][]int64)
+		}
+		hits[h] = append(hits[h], seq)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("counting queued items: %w", err)
+		return nil, fmt.Errorf("looking up pending keys: %w", err)
 	}
-	return counts, nil
+	return hits, nil
+}
+
+// pruneMin is how many stale pending rows a service may have, at least,
+// before Complete removes them while items are still queued; pruneIdle is
+// the same when nothing is queued (only stored transactions hold keys
+// then, so the removal reads few live rows).
+const (
+	pruneMin  = 4096
+	pruneIdle = 256
+)
+
+// pruneSlices is into how many ranges of hashes a removal of stale keys is
+// cut, one range per Complete, so that no commit rewrites more than a
+// slice of a large index (and holds its pages in memory).
+const (
+	pruneSliceBits = 4
+	pruneSlices    = 1 << pruneSliceBits
+)
+
+// prune counts removed queue rows of service, whose pending rows are now
+// stale, and removes stale rows in bulk: when nothing is queued and
+// pruneIdle are stale, all of them at once; else, once the stale rows
+// outnumber both pruneMin and the queued items, those of one range of
+// hashes per call until every range has had its turn. Each removal then
+// costs a bounded amount per completed item, and rewrites the index in
+// order, not at random places.
+func (s *Store) prune(ctx context.Context, tx *sql.Tx, service string, removed int64) error {
+	var stale, queued int64
+	err := tx.StmtContext(ctx, s.st.countStale).QueryRowContext(ctx, removed, service).Scan(&stale, &queued)
+	if err != nil {
+		return fmt.Errorf("counting stale keys: %w", err)
+	}
+	const step = uint64(1) << (64 - pruneSliceBits)
+	var lo, hi int64
+	switch {
+	case queued == 0 && stale >= pruneIdle:
+		lo, hi = math.MinInt64, math.MaxInt64
+		delete(s.w.pruned, service)
+	case stale >= max(pruneMin, queued):
+		// The writer goroutine runs every call's work, so it owns the
+		// cursor.
+		slice := s.w.pruned[service]
+		lo = int64(uint64(1)<<63 + uint64(slice)*step) // from math.MinInt64 up
+		hi = int64(uint64(lo) + step - 1)
+		if slice+1 < pruneSlices {
+			s.w.pruned[service] = slice + 1
+		} else {
+			delete(s.w.pruned, service)
+		}
+	default:
+		return nil
+	}
+	if _, err := tx.StmtContext(ctx, s.st.prunePending).ExecContext(ctx, service, lo, hi); err != nil {
+		return fmt.Errorf("pruning stale keys: %w", err)
+	}
+	if _, ok := s.w.pruned[service]; ok {
+		return nil // more ranges to go
+	}
+	return s.resetStale(ctx, tx, service)
+}
+
+// resetStale records that service has no stale pending rows left.
+func (s *Store) resetStale(ctx context.Context, tx *sql.Tx, service string) error {
+	if _, err := tx.StmtContext(ctx, s.st.resetStale).ExecContext(ctx, service); err != nil {
+		return fmt.Errorf("pruning stale keys: %w", err)
+	}
+	return nil
 }
 
 // Claim implements store.Store. A lease runs from the call for ttl by the
@@ -725,11 +890,18 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 		if _, err := tx.StmtContext(ctx, s.st.deleteTxnItems).ExecContext(ctx, service, first, last, service); err != nil {
 			return fmt.Errorf("deleting items: %w", err)
 		}
-		if _, err := tx.StmtContext(ctx, s.st.deleteTxnQueue).ExecContext(ctx, service, first, last); err != nil {
+		res, err := tx.StmtContext(ctx, s.st.deleteTxnQueue).ExecContext(ctx, service, first, last)
+		if err != nil {
 			return fmt.Errorf("deleting queue rows: %w", err)
 		}
-		_, err = tx.StmtContext(ctx, s.st.deleteTxn).ExecContext(ctx, service, id)
-		return err
+		if _, err := tx.StmtContext(ctx, s.st.deleteTxn).ExecContext(ctx, service, id); err != nil {
+			return err
+		}
+		removed, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		return s.prune(ctx, tx, service, removed)
 	})
 	if err != nil {
 		return fmt.Errorf("%s %d of %q: %w", op, id, service, err)
@@ -789,7 +961,7 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 		if _, err := tx.StmtContext(ctx, s.st.purgeItems).ExecContext(ctx, service, service); err != nil {
 			return fmt.Errorf("deleting items: %w", err)
 		}
-		for _, st := range []*sql.Stmt{s.st.purgeQueue, s.st.purgeTxns, s.st.purgeService} {
+		for _, st := range []*sql.Stmt{s.st.purgeQueue, s.st.dropPending, s.st.purgeTxns, s.st.purgeService} {
 			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, service); err != nil {
 				return err
 			}

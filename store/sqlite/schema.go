@@ -75,6 +75,56 @@ CREATE TABLE services (
 	max_epoch     INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 `,
+
+	// 2: a key index that is cheap to keep. Version 1 deduplicated pending
+	// keys with a unique index on the queue's text keys, so completing a
+	// transaction deleted one entry per item at random places of an index
+	// as large as the backlog: after an outage, each transaction of the
+	// catch-up rewrote about one page per item.
+	//
+	// queue keeps only (service, seq). pending has one row per keyed
+	// queue row: a 64-bit hash of kind and key (asdeliver_key_hash) and
+	// the seq it was queued under. Append checks a hit against the item
+	// itself (a hash says only "maybe"); a row whose seq has left the
+	// queue is stale. Complete does not delete pending rows: it counts
+	// them (services.dedup_stale) and removes them in bulk, all of them
+	// once the service has nothing pending, otherwise once the stale rows
+	// outnumber the queued ones, so a removal costs a bounded amount per
+	// completed item and the index is rewritten in order, not at random.
+	`
+CREATE TABLE pending (
+	service TEXT    NOT NULL,
+	h       INTEGER NOT NULL,
+	seq     INTEGER NOT NULL,
+	PRIMARY KEY (service, h, seq)
+) WITHOUT ROWID;
+INSERT INTO pending (service, h, seq)
+	SELECT service, asdeliver_key_hash(kind, key), seq FROM queue WHERE key <> '';
+
+CREATE TABLE queue_v2 (
+	service TEXT    NOT NULL,
+	seq     INTEGER NOT NULL,
+	PRIMARY KEY (service, seq)
+) WITHOUT ROWID;
+INSERT INTO queue_v2 (service, seq) SELECT service, seq FROM queue;
+DROP TABLE queue;
+ALTER TABLE queue_v2 RENAME TO queue;
+CREATE INDEX queue_by_seq ON queue (seq);
+
+ALTER TABLE services ADD COLUMN dedup_stale INTEGER NOT NULL DEFAULT 0;
+`,
+}
+
+// keyHash is the hash of an item's kind and key in the pending table:
+// FNV-1a, 64 bits. It is stored, so it must never change.
+func keyHash(kind int64, key string) int64 {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	h = (h ^ uint64(byte(kind))) * prime
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint64(key[i])) * prime
+	}
+	return int64(h)
 }
 
 // schemaVersion is the version this code writes and reads.

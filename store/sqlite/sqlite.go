@@ -485,6 +485,10 @@ func (c *connector) Connect(context.Context) (driver.Conn, error) {
 
 func (c *connector) Driver() driver.Driver {
 	return &sqlite3.SQLiteDriver{ConnectHook: func(conn *sqlite3.SQLiteConn) error {
+		// For the migration to schema version 2.
+		if err := conn.RegisterFunc("asdeliver_key_hash", keyHash, true); err != nil {
+			return fmt.Errorf("registering asdeliver_key_hash: %w", err)
+		}
 		for _, p := range c.pragmas {
 			if _, err := conn.Exec(p, nil); err != nil {
 				return fmt.Errorf("%s: %w", p, err)

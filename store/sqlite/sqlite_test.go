@@ -744,3 +744,161 @@ func TestOpenThroughASymlinkSharesTheFileAndItsLock(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, bl, 1, "what was appended through the link is in the file")
 }
+
+// TestMigrationFromVersion1KeepsEveryPendingItem writes a file as schema
+// version 1 left it (a transaction bound for "a", an item shared by "a"
+// and "b", keyed and keyless items queued) and checks that version 2 reads
+// it back exactly, still deduplicates its keys, and deletes each item with
+// its last service.
+func TestMigrationFromVersion1KeepsEveryPendingItem(t *testing.T) {
+	path := dbPath(t)
+	raw, err := sql.Open("sqlite3", "file:"+path)
+	require.NoError(t, err)
+	items := []store.Item{
+		{Seq: 1, Kind: store.KindEvent, Key: "$1", Data: []byte(`{"n":1}`)},
+		{Seq: 2, Kind: store.KindEvent, Key: "$2", Data: []byte(`{"n":2}`)},
+		{Seq: 3, Kind: store.KindEphemeral, Key: "$3", Data: []byte(`{"n":3}`)},
+		{Seq: 4, Kind: store.KindToDevice, Data: []byte(`{"n":4}`)},
+	}
+	hash := store.HashItems(items[:2])
+	for _, q := range []string{
+		"PRAGMA auto_vacuum = INCREMENTAL",
+		"PRAGMA journal_mode = WAL",
+		migrations[0],
+		"PRAGMA user_version = 1",
+		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
+	} {
+		_, err := raw.Exec(q)
+		require.NoError(t, err, q)
+	}
+	for _, it := range items {
+		_, err := raw.Exec(`INSERT INTO items (seq, kind, key, data, created) VALUES (?, ?, ?, ?, ?)`, it.Seq, it.Kind, it.Key, it.Data, 1000+it.Seq)
+		require.NoError(t, err)
+	}
+	for _, q := range []struct {
+		service string
+		item    int
+	}{{"a", 0}, {"a", 1}, {"b", 1}, {"b", 2}, {"a", 3}} {
+		it := items[q.item]
+		_, err := raw.Exec(`INSERT INTO queue (service, seq, kind, key) VALUES (?, ?, ?, ?)`, q.service, it.Seq, it.Kind, it.Key)
+		require.NoError(t, err)
+	}
+	_, err = raw.Exec(`INSERT INTO txns VALUES ('a', 500, 1, ?, 7, 1, 2)`, hash)
+	require.NoError(t, err)
+	_, err = raw.Exec(`INSERT INTO services (service, last_txn_id, bound_seq, queued) VALUES ('a', 500, 2, 1), ('b', 0, 0, 2)`)
+	require.NoError(t, err)
+	require.NoError(t, raw.Close())
+
+	s := openStore(t, path, Options{})
+	require.Equal(t, schemaVersion, pragma[int](t, s, "user_version"))
+	ctx := t.Context()
+	txns, err := s.Txns(ctx, "a", 0)
+	require.NoError(t, err)
+	require.Len(t, txns, 1)
+	require.Equal(t, int64(500), txns[0].ID)
+	require.Equal(t, items[:2], txns[0].Items)
+	require.Equal(t, hash, txns[0].Hash)
+	bl, err := s.Backlogs(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []store.Backlog{
+		{Service: "a", Txns: 1, Queued: 1, Oldest: time.Unix(0, 1001)},
+		{Service: "b", Queued: 2, Oldest: time.Unix(0, 1002)},
+	}, bl)
+
+	// Keys pending before the migration are still deduplicated: $3 is
+	// queued for b, $1 bound for a; for b, $1 is new.
+	require.NoError(t, s.Append(ctx, []store.Entry{
+		{Item: store.Item{Kind: store.KindEphemeral, Key: "$3", Data: []byte("again")}, Services: []string{"b"}},
+		{Item: store.Item{Kind: store.KindEvent, Key: "$1", Data: []byte("again")}, Services: []string{"a", "b"}},
+	}))
+	bl, err = s.Backlogs(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, bl[0].Queued)
+	require.Equal(t, 3, bl[1].Queued)
+
+	ea, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	eb, err := s.Claim(ctx, "b", "o", time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, s.Complete(ctx, "a", ea, 500))
+	require.Equal(t, 4, count(t, s, "items"), "$1 went with a; $2 stays for b")
+	for _, svc := range []struct {
+		name  string
+		epoch store.Epoch
+		want  []int64
+	}{{"a", ea, []int64{4}}, {"b", eb, []int64{2, 3, 5}}} {
+		txn, err := s.NextTxn(ctx, svc.name, svc.epoch, 1, lots)
+		require.NoError(t, err)
+		var seqs []int64
+		for _, it := range txn.Items {
+			seqs = append(seqs, it.Seq)
+		}
+		require.Equal(t, svc.want, seqs, svc.name)
+		require.NoError(t, s.Complete(ctx, svc.name, svc.epoch, txn.ID))
+	}
+	for _, table := range []string{"items", "queue", "txns"} {
+		require.Zero(t, count(t, s, table), table)
+	}
+	// The keys of delivered items may stay behind for a while, stale: a
+	// key appended again is queued again.
+	require.NoError(t, s.Append(ctx, []store.Entry{
+		{Item: store.Item{Kind: store.KindEphemeral, Key: "$3", Data: []byte("later")}, Services: []string{"b"}},
+	}))
+	bl, err = s.Backlogs(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []store.Backlog{{Service: "b", Queued: 1, Oldest: bl[0].Oldest}}, bl)
+}
+
+func TestStaleKeysArePrunedInBulk(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	e, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	const backlog = 3 * pruneMin
+	entries := make([]store.Entry, 0, 1000)
+	for n := 0; n < backlog; n += 1000 {
+		entries = entries[:0]
+		for i := n; i < min(n+1000, backlog); i++ {
+			entries = append(entries, entry(fmt.Sprintf("$%d", i), "x", "a"))
+		}
+		require.NoError(t, s.Append(ctx, entries))
+	}
+	require.Equal(t, backlog, count(t, s, "pending"))
+
+	// Completing leaves the keys of delivered items behind until they
+	// outnumber the queued ones; then one pass removes them.
+	most, delivered := 0, 0
+	for delivered < backlog-1000 {
+		txn, err := s.NextTxn(ctx, "a", e, 1, store.Limits{MaxItems: 500, MaxBytes: 1 << 20})
+		require.NoError(t, err)
+		require.NoError(t, s.Complete(ctx, "a", e, txn.ID))
+		delivered += len(txn.Items)
+		if delivered == len(txn.Items) {
+			require.Equal(t, backlog, count(t, s, "pending"), "a Complete leaves its keys for later")
+		}
+		most = max(most, count(t, s, "pending"))
+		// A removal, once due, takes pruneSlices calls of up to 500 items.
+		require.LessOrEqual(t, count(t, s, "pending")-(backlog-delivered), max(pruneMin, backlog-delivered)+(pruneSlices+1)*500,
+			"stale keys stay bounded by the queue")
+	}
+	require.Equal(t, backlog, most, "no key was deleted one by one")
+	require.Less(t, count(t, s, "pending"), backlog, "stale keys were removed")
+
+	// A key whose item was delivered is new again, whether its stale row
+	// is still there or not.
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$0", "again", "a"), entry(fmt.Sprintf("$%d", backlog-1), "dup", "a")}))
+	bl, err := s.Backlogs(ctx)
+	require.NoError(t, err)
+	require.Equal(t, backlog-delivered+1, bl[0].Queued)
+
+	// Once nothing is queued, every stale key goes.
+	for {
+		txn, err := s.NextTxn(ctx, "a", e, 1, lots)
+		require.NoError(t, err)
+		if txn == nil {
+			break
+		}
+		require.NoError(t, s.Complete(ctx, "a", e, txn.ID))
+	}
+	require.Zero(t, count(t, s, "pending"))
+}

@@ -77,13 +77,17 @@ type writer struct {
 	retry          []*request // taken, to run again first: see commit
 	free           int64      // free pages, as of the last batch that freed some
 	checkpointOwed bool       // pages were given back since the last checkpoint
+	// pruned is, per service whose stale pending keys are being removed,
+	// how many ranges of hashes are done (see prune).
+	pruned map[string]int
 }
 
 func newWriter() *writer {
 	return &writer{
-		kick: make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		pruned: make(map[string]int),
+		kick:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 }
 
