@@ -555,7 +555,9 @@ func (s *Store) prune(ctx context.Context, tx *sql.Tx, service string, removed i
 		delete(s.w.pruned, service)
 	case stale >= max(pruneMin, queued):
 		// The writer goroutine runs every call's work, so it owns the
-		// cursor.
+		// cursor. A rolled-back call may skip a range: its stale rows wait
+		// for the next turn, and deduplication never trusts a row whose
+		// item has left the queue anyway.
 		slice := s.w.pruned[service]
 		lo = int64(uint64(1)<<63 + uint64(slice)*step) // from math.MinInt64 up
 		hi = int64(uint64(lo) + step - 1)
@@ -961,6 +963,7 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 		if _, err := tx.StmtContext(ctx, s.st.purgeItems).ExecContext(ctx, service, service); err != nil {
 			return fmt.Errorf("deleting items: %w", err)
 		}
+		delete(s.w.pruned, service) // its keys all go now
 		for _, st := range []*sql.Stmt{s.st.purgeQueue, s.st.dropPending, s.st.purgeTxns, s.st.purgeService} {
 			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, service); err != nil {
 				return err

@@ -84,6 +84,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -376,7 +377,7 @@ func (s *Store) open(opts Options) error {
 	if mode != "wal" {
 		return fmt.Errorf("journal_mode is %q, not wal: is the file on a file system without shared memory support?", mode)
 	}
-	if err := migrate(ctx, s.db); err != nil {
+	if err := s.migrate(ctx, opts); err != nil {
 		return err
 	}
 	// The file lock proves no other process has this file open, so every
@@ -420,6 +421,39 @@ func (s *Store) open(opts Options) error {
 		go s.sync.run()
 	}
 	go s.runWriter()
+	return nil
+}
+
+// migrate migrates the schema on the writer's connection, without the cap
+// of Options.MaxSize and with temporary storage on disk while it runs: a
+// migration may briefly hold two copies of a table (version 2 rebuilds
+// the queue), and builds indexes as large as the backlog. A file an
+// outage filled to its cap must still open.
+func (s *Store) migrate(ctx context.Context, opts Options) error {
+	if _, err := s.db.ExecContext(ctx, "PRAGMA temp_store = FILE"); err != nil {
+		return err
+	}
+	if opts.MaxSize > 0 {
+		// SQLite caps the value at its own maximum.
+		if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", math.MaxUint32)); err != nil {
+			return err
+		}
+	}
+	if err := migrate(ctx, s.db); err != nil {
+		return err
+	}
+	if _, err := s.db.ExecContext(ctx, "PRAGMA temp_store = MEMORY"); err != nil {
+		return err
+	}
+	if opts.MaxSize > 0 {
+		var pageSize int64
+		if err := s.db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
+			return fmt.Errorf("reading the page size: %w", err)
+		}
+		if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", opts.MaxSize/pageSize)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -752,8 +752,7 @@ func TestOpenThroughASymlinkSharesTheFileAndItsLock(t *testing.T) {
 // its last service.
 func TestMigrationFromVersion1KeepsEveryPendingItem(t *testing.T) {
 	path := dbPath(t)
-	raw, err := sql.Open("sqlite3", "file:"+path)
-	require.NoError(t, err)
+	raw := createVersion1(t, path)
 	items := []store.Item{
 		{Seq: 1, Kind: store.KindEvent, Key: "$1", Data: []byte(`{"n":1}`)},
 		{Seq: 2, Kind: store.KindEvent, Key: "$2", Data: []byte(`{"n":2}`)},
@@ -761,16 +760,6 @@ func TestMigrationFromVersion1KeepsEveryPendingItem(t *testing.T) {
 		{Seq: 4, Kind: store.KindToDevice, Data: []byte(`{"n":4}`)},
 	}
 	hash := store.HashItems(items[:2])
-	for _, q := range []string{
-		"PRAGMA auto_vacuum = INCREMENTAL",
-		"PRAGMA journal_mode = WAL",
-		migrations[0],
-		"PRAGMA user_version = 1",
-		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
-	} {
-		_, err := raw.Exec(q)
-		require.NoError(t, err, q)
-	}
 	for _, it := range items {
 		_, err := raw.Exec(`INSERT INTO items (seq, kind, key, data, created) VALUES (?, ?, ?, ?, ?)`, it.Seq, it.Kind, it.Key, it.Data, 1000+it.Seq)
 		require.NoError(t, err)
@@ -783,7 +772,7 @@ func TestMigrationFromVersion1KeepsEveryPendingItem(t *testing.T) {
 		_, err := raw.Exec(`INSERT INTO queue (service, seq, kind, key) VALUES (?, ?, ?, ?)`, q.service, it.Seq, it.Kind, it.Key)
 		require.NoError(t, err)
 	}
-	_, err = raw.Exec(`INSERT INTO txns VALUES ('a', 500, 1, ?, 7, 1, 2)`, hash)
+	_, err := raw.Exec(`INSERT INTO txns VALUES ('a', 500, 1, ?, 7, 1, 2)`, hash)
 	require.NoError(t, err)
 	_, err = raw.Exec(`INSERT INTO services (service, last_txn_id, bound_seq, queued) VALUES ('a', 500, 2, 1), ('b', 0, 0, 2)`)
 	require.NoError(t, err)
@@ -901,4 +890,55 @@ func TestStaleKeysArePrunedInBulk(t *testing.T) {
 		require.NoError(t, s.Complete(ctx, "a", e, txn.ID))
 	}
 	require.Zero(t, count(t, s, "pending"))
+}
+
+// createVersion1 creates a database at path with schema version 1, as that
+// version of the store left it, and returns a connection to fill it.
+func createVersion1(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	raw, err := sql.Open("sqlite3", "file:"+path)
+	require.NoError(t, err)
+	raw.SetMaxOpenConns(1)
+	for _, q := range []string{
+		"PRAGMA auto_vacuum = INCREMENTAL",
+		"PRAGMA journal_mode = WAL",
+		migrations[0],
+		"PRAGMA user_version = 1",
+		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
+	} {
+		_, err := raw.Exec(q)
+		require.NoError(t, err, q)
+	}
+	return raw
+}
+
+// TestMigrationOfAFullFileIgnoresMaxSize migrates a version 1 file larger
+// than Options.MaxSize (an outage filled it): the migration briefly needs
+// more room than the cap, and must not leave the store unable to start.
+func TestMigrationOfAFullFileIgnoresMaxSize(t *testing.T) {
+	path := dbPath(t)
+	raw := createVersion1(t, path)
+	const n = 3000
+	data := strings.Repeat("x", 1000)
+	for i := 1; i <= n; i++ {
+		key := fmt.Sprintf("$%d", i)
+		_, err := raw.Exec(`INSERT INTO items (seq, kind, key, data, created) VALUES (?, 1, ?, ?, 1)`, i, key, data)
+		require.NoError(t, err)
+		_, err = raw.Exec(`INSERT INTO queue (service, seq, kind, key) VALUES ('a', ?, 1, ?)`, i, key)
+		require.NoError(t, err)
+	}
+	_, err := raw.Exec(`INSERT INTO services (service, queued) VALUES ('a', ?)`, n)
+	require.NoError(t, err)
+	require.NoError(t, raw.Close())
+
+	s := openStore(t, path, Options{MaxSize: MinMaxSize})
+	require.Equal(t, schemaVersion, pragma[int](t, s, "user_version"))
+	require.Equal(t, n, count(t, s, "pending"))
+	require.Equal(t, 2, pragma[int](t, s, "temp_store"), "temporary storage back in memory")
+	// The cap is back; SQLite keeps it at the size the file had then.
+	require.Less(t, pragma[int](t, s, "max_page_count"), 2*pragma[int](t, s, "page_count"))
+	require.ErrorIs(t, s.Append(t.Context(), []store.Entry{entry("$new", "x", "a")}), ErrFull)
+	bl, err := s.Backlogs(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, n, bl[0].Queued)
 }
