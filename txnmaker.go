@@ -65,18 +65,19 @@ func (s *Scheduler) deliverWhileUp(ctx context.Context, svc *service) error {
 		}
 		err := <-putErr
 		if err == nil {
+			var formed chan struct{}
 			if ahead == nil && formErr == nil && !svc.haveStored && !s.isStopping() && svc.queued.Load() > 0 {
 				// Form the next transaction while this one is completed:
 				// both calls share one commit of a store that merges them.
-				formed := make(chan struct{})
+				formed = make(chan struct{})
 				go func() {
 					defer close(formed)
 					ahead, formErr = svc.form(ctx)
 				}()
-				err = svc.complete(ctx, cur)
+			}
+			err = svc.complete(ctx, cur)
+			if formed != nil {
 				<-formed
-			} else {
-				err = svc.complete(ctx, cur)
 			}
 		}
 		if err == nil {

@@ -178,50 +178,15 @@ func (d *deviceData) appendKeys(b []byte) []byte {
 	if len(d.otk) > 0 {
 		b = append(b, `,"org.matrix.msc3202.device_one_time_key_counts":`...)
 		valueAt := len(b)
-		b = append(b, '{')
-		for i, user := range sortedKeys(d.otk) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, user)
-			b = append(b, ":{"...)
-			devices := d.otk[user]
-			for j, device := range sortedKeys(devices) {
-				if j > 0 {
-					b = append(b, ',')
-				}
-				b = appendString(b, device)
-				b = append(b, ':')
-				b = appendCounts(b, devices[device])
-			}
-			b = append(b, '}')
-		}
-		b = append(b, '}')
+		b = appendByUserDevice(b, d.otk, appendCounts)
 		// The same bytes again under the other name.
 		value := b[valueAt:]
 		b = append(b, `,"org.matrix.msc3202.device_one_time_keys_count":`...)
 		b = append(b, value...)
 	}
 	if len(d.fallback) > 0 {
-		b = append(b, `,"org.matrix.msc3202.device_unused_fallback_key_types":{`...)
-		for i, user := range sortedKeys(d.fallback) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, user)
-			b = append(b, ":{"...)
-			devices := d.fallback[user]
-			for j, device := range sortedKeys(devices) {
-				if j > 0 {
-					b = append(b, ',')
-				}
-				b = appendString(b, device)
-				b = append(b, ':')
-				b = appendStrings(b, devices[device])
-			}
-			b = append(b, '}')
-		}
-		b = append(b, '}')
+		b = append(b, `,"org.matrix.msc3202.device_unused_fallback_key_types":`...)
+		b = appendByUserDevice(b, d.fallback, appendStrings)
 	}
 	return b
 }
@@ -315,4 +280,28 @@ func appendString(b []byte, s string) []byte {
 		i++
 	}
 	return append(b, '"')
+}
+
+// appendByUserDevice appends m as a JSON object of users, each an object
+// of devices, keys in byte order, each value written by appendValue.
+func appendByUserDevice[V any](b []byte, m map[string]map[string]V, appendValue func([]byte, V) []byte) []byte {
+	b = append(b, '{')
+	for i, user := range sortedKeys(m) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, user)
+		b = append(b, ":{"...)
+		devices := m[user]
+		for j, device := range sortedKeys(devices) {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, device)
+			b = append(b, ':')
+			b = appendValue(b, devices[device])
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}')
 }

@@ -155,6 +155,18 @@ func (s *Store) lockHolder(op, service string, epoch store.Epoch) (*service, err
 	return s.services[service], nil
 }
 
+// enterHolder is lockHolder for a method whose only other checks are ctx
+// and a named service, made in that order.
+func (s *Store) enterHolder(ctx context.Context, op, service string, epoch store.Epoch) (*service, error) {
+	if err := ctxErr(ctx, op); err != nil {
+		return nil, err
+	}
+	if service == "" {
+		return nil, invalid(op, "empty service ID")
+	}
+	return s.lockHolder(op, service, epoch)
+}
+
 // invalid returns an error matching store.ErrInvalid that says why.
 func invalid(op, format string, args ...any) error {
 	return fmt.Errorf("memory: %s: %s: %w", op, fmt.Sprintf(format, args...), store.ErrInvalid)
@@ -269,13 +281,7 @@ func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Durat
 // service, so its holder may release it.
 func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) error {
 	const op = "releasing lease"
-	if err := ctxErr(ctx, op); err != nil {
-		return err
-	}
-	if service == "" {
-		return invalid(op, "empty service ID")
-	}
-	sv, err := s.lockHolder(op, service, epoch)
+	sv, err := s.enterHolder(ctx, op, service, epoch)
 	if err != nil {
 		return err
 	}
@@ -419,13 +425,7 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 // Complete deletes a stored transaction, as store.Store documents.
 func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
 	const op = "completing transaction"
-	if err := ctxErr(ctx, op); err != nil {
-		return err
-	}
-	if service == "" {
-		return invalid(op, "empty service ID")
-	}
-	sv, err := s.lockHolder(op, service, epoch)
+	sv, err := s.enterHolder(ctx, op, service, epoch)
 	if err != nil {
 		return err
 	}
@@ -489,13 +489,7 @@ func (s *Store) Backlogs(ctx context.Context) ([]store.Backlog, error) {
 // It keeps the service's lease.
 func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) error {
 	const op = "purging service"
-	if err := ctxErr(ctx, op); err != nil {
-		return err
-	}
-	if service == "" {
-		return invalid(op, "empty service ID")
-	}
-	sv, err := s.lockHolder(op, service, epoch)
+	sv, err := s.enterHolder(ctx, op, service, epoch)
 	if err != nil {
 		return err
 	}

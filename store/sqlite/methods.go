@@ -591,14 +591,12 @@ func (s *Store) resetStale(ctx context.Context, tx *sql.Tx, service string) erro
 // other claim in between, gets a new epoch like any new owner.
 func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Duration) (store.Epoch, error) {
 	const op = "error claiming lease"
-	release, err := s.enter(ctx)
+	release, err := s.enterService(ctx, op, service)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", op, err)
+		return 0, err
 	}
 	defer release()
 	switch {
-	case service == "":
-		return 0, fmt.Errorf("%s: %w", op, invalid("empty service ID"))
 	case owner == "":
 		return 0, fmt.Errorf("%s on %q: %w", op, service, invalid("empty owner"))
 	case ttl <= 0:
@@ -651,14 +649,11 @@ func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Durat
 // Release implements store.Store.
 func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) error {
 	const op = "error releasing lease"
-	release, err := s.enter(ctx)
+	release, err := s.enterService(ctx, op, service)
 	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+		return err
 	}
 	defer release()
-	if service == "" {
-		return fmt.Errorf("%s: %w", op, invalid("empty service ID"))
-	}
 	err = s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
@@ -678,14 +673,12 @@ func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) 
 // its size.
 func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
 	const op = "error forming transaction"
-	release, err := s.enter(ctx)
+	release, err := s.enterService(ctx, op, service)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, err
 	}
 	defer release()
 	switch {
-	case service == "":
-		return nil, fmt.Errorf("%s: %w", op, invalid("empty service ID"))
 	case lim.MaxItems < 1:
 		return nil, fmt.Errorf("%s for %q: %w", op, service, invalid("Limits.MaxItems is %d: must be at least 1", lim.MaxItems))
 	case lim.MaxBytes < 1:
@@ -795,14 +788,11 @@ func scanItem(rows *sql.Rows) (store.Item, error) {
 // service's queue in ID order.
 func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Txn, error) {
 	const op = "error listing transactions"
-	release, err := s.enter(ctx)
+	release, err := s.enterService(ctx, op, service)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, err
 	}
 	defer release()
-	if service == "" {
-		return nil, fmt.Errorf("%s: %w", op, invalid("empty service ID"))
-	}
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
@@ -868,14 +858,11 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 // file system later, by the writer between batches; see the package doc.
 func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
 	const op = "error completing transaction"
-	release, err := s.enter(ctx)
+	release, err := s.enterService(ctx, op, service)
 	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+		return err
 	}
 	defer release()
-	if service == "" {
-		return fmt.Errorf("%s: %w", op, invalid("empty service ID"))
-	}
 	err = s.write(ctx, true, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
@@ -948,14 +935,11 @@ func (s *Store) Backlogs(ctx context.Context) ([]store.Backlog, error) {
 // later, by the writer in bounded steps between batches.
 func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) error {
 	const op = "error purging service"
-	release, err := s.enter(ctx)
+	release, err := s.enterService(ctx, op, service)
 	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+		return err
 	}
 	defer release()
-	if service == "" {
-		return fmt.Errorf("%s: %w", op, invalid("empty service ID"))
-	}
 	err = s.writeAlone(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err

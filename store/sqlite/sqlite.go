@@ -377,6 +377,11 @@ func (s *Store) open(opts Options) error {
 	if mode != "wal" {
 		return fmt.Errorf("journal_mode is %q, not wal: is the file on a file system without shared memory support?", mode)
 	}
+	// Migrations do not change the page size: it is set when the file is
+	// created.
+	if err := s.db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&s.pageSize); err != nil {
+		return fmt.Errorf("reading the page size: %w", err)
+	}
 	if err := s.migrate(ctx, opts); err != nil {
 		return err
 	}
@@ -387,9 +392,6 @@ func (s *Store) open(opts Options) error {
 	// the next grant still gets a higher epoch and old ones stay stale.
 	if _, err := s.db.ExecContext(ctx, `UPDATE services SET lease_owner = '', lease_epoch = 0, lease_expires = 0 WHERE lease_epoch != 0`); err != nil {
 		return fmt.Errorf("freeing the leases of earlier processes: %w", err)
-	}
-	if err := s.db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&s.pageSize); err != nil {
-		return fmt.Errorf("reading the page size: %w", err)
 	}
 	if opts.MaxSize > 0 {
 		maxPages := opts.MaxSize / s.pageSize
@@ -446,11 +448,7 @@ func (s *Store) migrate(ctx context.Context, opts Options) error {
 		return err
 	}
 	if opts.MaxSize > 0 {
-		var pageSize int64
-		if err := s.db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
-			return fmt.Errorf("reading the page size: %w", err)
-		}
-		if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", opts.MaxSize/pageSize)); err != nil {
+		if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", opts.MaxSize/s.pageSize)); err != nil {
 			return err
 		}
 	}
@@ -617,6 +615,20 @@ func (s *Store) enter(ctx context.Context) (func(), error) {
 		return nil, err
 	}
 	return s.mu.RUnlock, nil
+}
+
+// enterService is enter for a method on one service, which it also checks
+// is named; its errors begin with op.
+func (s *Store) enterService(ctx context.Context, op, service string) (func(), error) {
+	release, err := s.enter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	if service == "" {
+		release()
+		return nil, fmt.Errorf("%s: %w", op, invalid("empty service ID"))
+	}
+	return release, nil
 }
 
 // syncFailed returns the error of a failed sync of the log, or nil.

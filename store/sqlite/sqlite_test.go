@@ -942,3 +942,27 @@ func TestMigrationOfAFullFileIgnoresMaxSize(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, n, bl[0].Queued)
 }
+
+// TestKeyWhoseHashCollidesIsNotTakenForADuplicate: a pending row only says
+// "maybe"; Append compares the queued item's kind and key before dropping
+// an entry, so a 64-bit collision never loses an event.
+func TestKeyWhoseHashCollidesIsNotTakenForADuplicate(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$a", "a", "svc")}))
+	// Make "$b" collide with "$a": a row under "$b"'s hash names "$a"'s item.
+	_, err := s.db.Exec(`INSERT INTO pending (service, h, seq) SELECT service, ?, seq FROM pending`,
+		keyHash(int64(store.KindEvent), "$b"))
+	require.NoError(t, err)
+
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$b", "b", "svc"), entry("$a", "again", "svc")}))
+	e, err := s.Claim(ctx, "svc", "o", time.Hour)
+	require.NoError(t, err)
+	txn, err := s.NextTxn(ctx, "svc", e, 1, lots)
+	require.NoError(t, err)
+	var data []string
+	for _, it := range txn.Items {
+		data = append(data, string(it.Data))
+	}
+	require.Equal(t, []string{"a", "b"}, data, "$b queued despite the colliding hash, $a not twice")
+}
