@@ -115,7 +115,8 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 	st.pendingItem = p(`SELECT i.kind, i.key FROM queue AS q JOIN items AS i ON i.seq = q.seq
 		WHERE q.service = ? AND q.seq = ?`)
 	st.addQueued = p(`INSERT INTO services (service, queued) VALUES (?, ?)
-		ON CONFLICT (service) DO UPDATE SET queued = queued + excluded.queued`)
+		ON CONFLICT (service) DO UPDATE SET queued = queued + excluded.queued
+		RETURNING queued`)
 
 	st.ensureService = p(`INSERT INTO services (service) VALUES (?) ON CONFLICT (service) DO NOTHING`)
 	st.lease = p(`SELECT lease_owner, lease_epoch, lease_expires, max_epoch FROM services WHERE service = ?`)
@@ -224,6 +225,23 @@ type appendPlan struct {
 	rows     []queueRow
 	services []string       // distinct services of rows, in first-seen order
 	counts   map[string]int // rows per service
+	data     [][]byte       // a copy of each item's Data (copyData)
+}
+
+// copyData copies the items' bytes, for the tails, into one buffer: here,
+// on the caller's goroutine, in one allocation, rather than item by item
+// on the writer's.
+func (p *appendPlan) copyData() {
+	n := 0
+	for _, e := range p.items {
+		n += len(e.Data)
+	}
+	buf := make([]byte, 0, n)
+	p.data = make([][]byte, len(p.items))
+	for i, e := range p.items {
+		buf = append(buf, e.Data...)
+		p.data[i] = buf[len(buf)-len(e.Data) : len(buf) : len(buf)]
+	}
 }
 
 // queueRow queues items[item] of a plan for service. h is keyHash of the
@@ -337,6 +355,7 @@ func (s *Store) AppendOrdered(ctx context.Context, entries []store.Entry, queued
 	if len(plan.items) == 0 {
 		return nil
 	}
+	plan.copyData()
 	if err := s.writeThen(ctx, false, func(ctx context.Context, tx *sql.Tx) error { return s.appendTx(ctx, tx, plan) }, queued); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -429,11 +448,37 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 		done += 1 << k
 	}
 
+	var tailed map[string][]store.Item // services whose tails take the rows
 	for _, svc := range plan.services {
-		if n := counts[svc]; n > 0 {
-			if _, err := tx.StmtContext(ctx, s.st.addQueued).ExecContext(ctx, svc, n); err != nil {
-				return fmt.Errorf("counting queued items of %q: %w", svc, err)
+		n := counts[svc]
+		if n == 0 {
+			continue
+		}
+		var queued int
+		if err := tx.StmtContext(ctx, s.st.addQueued).QueryRowContext(ctx, svc, n).Scan(&queued); err != nil {
+			return fmt.Errorf("counting queued items of %q: %w", svc, err)
+		}
+		if queued == n {
+			s.w.tails.start(svc) // it had nothing queued
+		}
+		if _, known := s.w.tails.m[svc]; known {
+			if tailed == nil {
+				tailed = make(map[string][]store.Item)
 			}
+			tailed[svc] = make([]store.Item, 0, n)
+		}
+	}
+	if tailed != nil {
+		for _, r := range rows {
+			items, ok := tailed[r.service]
+			if !ok {
+				continue
+			}
+			e := plan.items[r.item]
+			tailed[r.service] = append(items, store.Item{Seq: seqs[r.item], Kind: e.Kind, Key: e.Key, Data: plan.data[r.item]})
+		}
+		for svc, items := range tailed {
+			s.w.tails.add(svc, items)
 		}
 	}
 	return s.checkRoom(ctx, tx)
@@ -667,8 +712,9 @@ func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) 
 	return nil
 }
 
-// NextTxn implements store.Store. It reads the oldest queued items in one
-// query and binds them by moving the service's bound mark past them, so
+// NextTxn implements store.Store. It takes the oldest queued items from the
+// writer's copy of the service's queue when it has one (see tails), else
+// reads them in one query, and binds them by moving the service's bound mark past them, so
 // forming a transaction writes one txns row and one services row whatever
 // its size.
 func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
@@ -702,11 +748,20 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 			return staleEpoch(epoch)
 		}
 		if queued <= 0 {
+			if _, known := s.w.tails.m[service]; !known {
+				s.w.tails.start(service)
+			}
 			return nil
 		}
-		items, err := s.readQueued(ctx, tx, service, bound, lim)
-		if err != nil || len(items) == 0 {
-			return err
+		items, ok := s.w.tails.take(service, queued, lim)
+		if !ok {
+			items, err = s.readQueued(ctx, tx, service, bound, lim)
+			if err != nil || len(items) == 0 {
+				return err
+			}
+			if int64(len(items)) == queued {
+				s.w.tails.start(service) // all bound: nothing queued
+			}
 		}
 		id := lastID + 1
 		if lastID == 0 {
@@ -754,18 +809,15 @@ func (s *Store) readQueued(ctx context.Context, tx *sql.Tx, service string, boun
 	}
 	defer rows.Close()
 	items := make([]store.Item, 0, min(lim.MaxItems, 128))
-	counts := make(map[store.Kind]int, 2)
-	size := 0
+	f := newFit(lim)
 	for rows.Next() {
 		it, err := scanItem(rows)
 		if err != nil {
 			return nil, fmt.Errorf("reading queued items: %w", err)
 		}
-		if len(items) > 0 && (len(it.Data) > lim.MaxBytes-size || counts[it.Kind] >= lim.MaxFor(it.Kind)) {
+		if !f.take(it) {
 			break
 		}
-		counts[it.Kind]++
-		size += len(it.Data)
 		items = append(items, it)
 	}
 	if err := rows.Err(); err != nil {
@@ -948,6 +1000,7 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 			return fmt.Errorf("deleting items: %w", err)
 		}
 		delete(s.w.pruned, service) // its keys all go now
+		s.w.tails.drop(service)
 		for _, st := range []*sql.Stmt{s.st.purgeQueue, s.st.dropPending, s.st.purgeTxns, s.st.purgeService} {
 			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, service); err != nil {
 				return err

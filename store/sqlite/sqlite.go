@@ -74,6 +74,13 @@
 // Backlogs read on a second connection, which in WAL mode sees the last
 // commit while the writer writes (possibly one whose sync is still under
 // way).
+//
+// The writer keeps a bounded copy of what each service has queued, so
+// that NextTxn usually forms a transaction without reading back the bytes
+// Append has just written. Append copies the Data it is given, so a caller
+// may reuse its buffers at once; the Data of the items NextTxn returns may
+// be shared with another service's transaction, so callers must not
+// modify it.
 package sqlite
 
 import (

@@ -80,11 +80,15 @@ type writer struct {
 	// pruned is, per service whose stale pending keys are being removed,
 	// how many ranges of hashes are done (see prune).
 	pruned map[string]int
+	// tails are the queued items of services, kept so that NextTxn need
+	// not read them back; every rollback forgets them (see tails).
+	tails *tails
 }
 
 func newWriter() *writer {
 	return &writer{
 		pruned: make(map[string]int),
+		tails:  newTails(),
 		kick:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
@@ -263,6 +267,7 @@ func (s *Store) commit(batch []*request) {
 	// of batch not run yet.
 	abort := func(rest []*request, err error) {
 		_ = tx.Rollback()
+		s.w.tails.reset()
 		err = fullErr(err)
 		for _, r := range held {
 			r.done <- err
@@ -304,6 +309,7 @@ func (s *Store) commit(batch []*request) {
 			// whole transaction is undone, with nothing but it inside.
 			if err := r.work(ctx, tx); err != nil {
 				_ = tx.Rollback()
+				s.w.tails.reset()
 				tx = nil
 				r.done <- fullErr(err)
 				continue
@@ -322,6 +328,7 @@ func (s *Store) commit(batch []*request) {
 		}
 		err := r.work(ctx, tx)
 		if err != nil {
+			s.w.tails.reset() // they may hold the call's changes
 			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO call"); rerr != nil {
 				// SQLite rolled back the whole transaction: nothing of it
 				// is stored. This request has its outcome; the others,
@@ -349,6 +356,7 @@ func (s *Store) commit(batch []*request) {
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		s.w.tails.reset()
 		err = fullErr(fmt.Errorf("committing: %w", err))
 		for _, r := range held {
 			r.done <- err

@@ -1,0 +1,146 @@
+package sqlite
+
+import (
+	"github.com/asdeliver/scheduler/store"
+)
+
+// The writer keeps, for services whose queue it has seen empty, a copy of
+// their queued items (those not bound to a transaction yet), so that
+// NextTxn forms a transaction from memory instead of reading back the
+// bytes Append has just written: that read was about a fifth of the
+// writer's time under load. A service's copy is its tail.
+//
+// A tail is exact or absent. It starts when Append queues items for a
+// service that had none queued, or when NextTxn binds every queued item of
+// a service, and follows every change of the service's queue from then on.
+// It is dropped when it would outgrow its share of memory (a backlog is
+// read from the file, as before), when a call is rolled back (the tails
+// would no longer match the file; this is rare, so all of them go), and
+// when the service is purged. NextTxn trusts a tail only while its length
+// equals the service's queued count.
+
+// Bounds of the tails: the bytes of all of them together, and the items
+// of one. A delivering service's tail holds what arrived during one PUT;
+// a service that falls further behind is read from the file.
+const (
+	tailsMaxBytes = 16 << 20
+	tailMaxItems  = 16384
+)
+
+// tails are the writer's tails, by service. They are owned by the writer
+// goroutine: only the calls' work, which it runs, touches them.
+type tails struct {
+	m     map[string]*tail
+	bytes int
+	// maxBytes and maxItems are the bounds: tailsMaxBytes and
+	// tailMaxItems, lower in tests.
+	maxBytes, maxItems int
+}
+
+// tail is the queued items of one service, in seq order.
+type tail struct {
+	items []store.Item
+	bytes int
+}
+
+func newTails() *tails {
+	return &tails{m: make(map[string]*tail), maxBytes: tailsMaxBytes, maxItems: tailMaxItems}
+}
+
+// start records that service has nothing queued: its tail is known and
+// empty.
+func (t *tails) start(service string) {
+	t.drop(service)
+	t.m[service] = &tail{}
+}
+
+// add appends items, queued for service in seq order, to its tail, if
+// known. A tail that would pass its bounds is dropped instead.
+func (t *tails) add(service string, items []store.Item) {
+	tl := t.m[service]
+	if tl == nil {
+		return
+	}
+	size := 0
+	for _, it := range items {
+		size += len(it.Data)
+	}
+	if len(tl.items)+len(items) > t.maxItems || t.bytes+size > t.maxBytes {
+		t.drop(service)
+		return
+	}
+	tl.items = append(tl.items, items...)
+	tl.bytes += size
+	t.bytes += size
+}
+
+// take removes and returns the oldest items of service's tail that fit
+// lim, as readQueued would read them, if its tail is known and holds
+// exactly queued items; ok is false otherwise, and the tail is dropped
+// when it does not match.
+func (t *tails) take(service string, queued int64, lim store.Limits) (items []store.Item, ok bool) {
+	tl := t.m[service]
+	if tl == nil {
+		return nil, false
+	}
+	if int64(len(tl.items)) != queued {
+		t.drop(service)
+		return nil, false
+	}
+	f := newFit(lim)
+	n, size := 0, 0
+	for n < len(tl.items) && f.take(tl.items[n]) {
+		size += len(tl.items[n].Data)
+		n++
+	}
+	items = make([]store.Item, n)
+	copy(items, tl.items[:n])
+	clear(tl.items[:n]) // the transaction holds them now, not the tail
+	tl.items = tl.items[n:]
+	if len(tl.items) == 0 {
+		tl.items = nil
+	}
+	tl.bytes -= size
+	t.bytes -= size
+	return items, true
+}
+
+// drop forgets service's tail.
+func (t *tails) drop(service string) {
+	if tl, ok := t.m[service]; ok {
+		t.bytes -= tl.bytes
+		delete(t.m, service)
+	}
+}
+
+// reset forgets every tail.
+func (t *tails) reset() {
+	clear(t.m)
+	t.bytes = 0
+}
+
+// fit says which items fit a transaction under lim, taken in seq order:
+// the first always fits; each later one while its kind's count and the
+// bytes stay within lim.
+type fit struct {
+	lim    store.Limits
+	counts map[store.Kind]int
+	n      int
+	size   int
+}
+
+func newFit(lim store.Limits) *fit {
+	return &fit{lim: lim, counts: make(map[store.Kind]int, 2)}
+}
+
+// take reports whether it fits after the items taken so far, and if so
+// counts it as taken.
+func (f *fit) take(it store.Item) bool {
+	if f.n > 0 && (len(it.Data) > f.lim.MaxBytes-f.size || f.counts[it.Kind] >= f.lim.MaxFor(it.Kind)) {
+		return false
+	}
+	f.counts[it.Kind]++
+	f.size += len(it.Data)
+	f.n++
+	return true
+}
