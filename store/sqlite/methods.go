@@ -34,6 +34,8 @@ type statements struct {
 	insertPending [batchLevels]*sql.Stmt // service, h, seq per row
 	findPending   [batchLevels]*sql.Stmt // service, then the hashes
 	pendingItem   *sql.Stmt
+	pendingMark   *sql.Stmt // recent keys: the highest seq in the pending table
+	recentItems   *sql.Stmt // recent keys: the keyed queue rows above it
 	addQueued     *sql.Stmt
 
 	// Leases.
@@ -109,11 +111,14 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 	for k := range batchLevels {
 		st.insertItems[k] = p(`INSERT INTO items (kind, key, data, created) VALUES ` + valuesList(1<<k, 4))
 		st.insertQueue[k] = p(`INSERT INTO queue (service, seq) VALUES ` + valuesList(1<<k, 2))
-		st.insertPending[k] = p(`INSERT INTO pending (service, h, seq) VALUES ` + valuesList(1<<k, 3))
+		st.insertPending[k] = p(`INSERT OR IGNORE INTO pending (service, h, seq) VALUES ` + valuesList(1<<k, 3))
 		st.findPending[k] = p(`SELECT h, seq FROM pending WHERE service = ? AND h IN ` + valuesList(1, 1<<k))
 	}
 	st.pendingItem = p(`SELECT i.kind, i.key FROM queue AS q JOIN items AS i ON i.seq = q.seq
 		WHERE q.service = ? AND q.seq = ?`)
+	st.pendingMark = p(`SELECT coalesce(max(seq), 0) FROM pending`)
+	st.recentItems = p(`SELECT q.service, q.seq, i.kind, i.key FROM queue AS q JOIN items AS i ON i.seq = q.seq
+		WHERE q.seq > ? AND i.key <> '' ORDER BY q.seq`)
 	st.addQueued = p(`INSERT INTO services (service, queued) VALUES (?, ?)
 		ON CONFLICT (service) DO UPDATE SET queued = queued + excluded.queued
 		RETURNING queued`)
@@ -363,6 +368,9 @@ func (s *Store) AppendOrdered(ctx context.Context, entries []store.Entry, queued
 }
 
 func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) error {
+	if err := s.loadRecent(ctx, tx); err != nil {
+		return err
+	}
 	pending, err := s.alreadyPending(ctx, tx, plan)
 	if err != nil {
 		return err
@@ -413,7 +421,9 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 		done += len(batch)
 	}
 
-	// Queue rows, then the pending rows of the keyed ones.
+	// Queue rows. The keys of the keyed ones join the recent keys, or,
+	// once there would be too many of those, go to the pending table
+	// with them.
 	rows := make([]queueRow, 0, len(plan.rows))
 	var keyed []queueRow
 	for i, r := range plan.rows {
@@ -436,19 +446,19 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 		}
 		done += 1 << k
 	}
-	for done := 0; done < len(keyed); {
-		k := batchLevel(len(keyed) - done)
-		args = args[:0]
-		for _, r := range keyed[done : done+1<<k] {
-			args = append(args, r.service, r.h, seqs[r.item])
+	recent := s.w.recent
+	flush := recent.n+len(keyed) > recent.max
+	if flush {
+		all := recent.pendingRows()
+		for _, r := range keyed {
+			all = append(all, queueRowKey{r.service, r.h, seqs[r.item]})
 		}
-		if _, err := tx.StmtContext(ctx, s.st.insertPending[k]).ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("recording pending keys: %w", err)
+		if err := s.writePending(ctx, tx, all); err != nil {
+			return err
 		}
-		done += 1 << k
 	}
 
-	var tailed map[string][]store.Item // services whose tails take the rows
+	var emptied []string // services that had nothing queued
 	for _, svc := range plan.services {
 		n := counts[svc]
 		if n == 0 {
@@ -459,29 +469,47 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 			return fmt.Errorf("counting queued items of %q: %w", svc, err)
 		}
 		if queued == n {
-			s.w.tails.start(svc) // it had nothing queued
-		}
-		if _, known := s.w.tails.m[svc]; known {
-			if tailed == nil {
-				tailed = make(map[string][]store.Item)
-			}
-			tailed[svc] = make([]store.Item, 0, n)
+			emptied = append(emptied, svc)
 		}
 	}
-	if tailed != nil {
-		for _, r := range rows {
-			items, ok := tailed[r.service]
-			if !ok {
-				continue
-			}
-			e := plan.items[r.item]
-			tailed[r.service] = append(items, store.Item{Seq: seqs[r.item], Kind: e.Kind, Key: e.Key, Data: plan.data[r.item]})
-		}
-		for svc, items := range tailed {
-			s.w.tails.add(svc, items)
-		}
+	if err := s.checkRoom(ctx, tx); err != nil {
+		return err
 	}
-	return s.checkRoom(ctx, tx)
+
+	s.w.keep(func() {
+		if flush {
+			recent.clear()
+		} else {
+			for _, r := range keyed {
+				e := plan.items[r.item]
+				recent.add(r.service, recentKey{seqs[r.item], e.Kind, e.Key})
+			}
+		}
+		s.followTails(plan, rows, seqs, emptied)
+	})
+	return nil
+}
+
+// followTails adds the rows an Append queued to the tails of their
+// services: emptied lists the services that had nothing queued before.
+func (s *Store) followTails(plan *appendPlan, rows []queueRow, seqs []int64, emptied []string) {
+	for _, svc := range emptied {
+		s.w.tails.start(svc)
+	}
+	var tailed map[string][]store.Item // services whose tails take the rows
+	for _, r := range rows {
+		if _, known := s.w.tails.m[r.service]; !known {
+			continue
+		}
+		if tailed == nil {
+			tailed = make(map[string][]store.Item)
+		}
+		e := plan.items[r.item]
+		tailed[r.service] = append(tailed[r.service], store.Item{Seq: seqs[r.item], Kind: e.Kind, Key: e.Key, Data: plan.data[r.item]})
+	}
+	for svc, items := range tailed {
+		s.w.tails.add(svc, items)
+	}
 }
 
 // alreadyPending reports, for each row of plan, whether its item's kind
@@ -490,11 +518,23 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 // collision, or a row whose item has left the queue, is no duplicate).
 func (s *Store) alreadyPending(ctx context.Context, tx *sql.Tx, plan *appendPlan) ([]bool, error) {
 	pending := make([]bool, len(plan.rows))
-	byService := make(map[string][]int, len(plan.services)) // keyed rows
+	byService := make(map[string][]int, len(plan.services)) // keyed rows to look up in the table
 	for i, r := range plan.rows {
-		if plan.items[r.item].Key != "" {
-			byService[r.service] = append(byService[r.service], i)
+		e := plan.items[r.item]
+		if e.Key == "" {
+			continue
 		}
+		if seq, ok := s.w.recent.lookup(r.service, e.Kind, e.Key); ok {
+			hit, err := s.confirmPending(ctx, tx, r.service, seq, e)
+			if err != nil {
+				return nil, err
+			}
+			if hit {
+				pending[i] = true
+				continue
+			}
+		}
+		byService[r.service] = append(byService[r.service], i)
 	}
 	args := make([]any, 0, 1+min(maxBatch, len(plan.rows)))
 	for _, svc := range plan.services {
@@ -517,16 +557,11 @@ func (s *Store) alreadyPending(ctx context.Context, tx *sql.Tx, plan *appendPlan
 				}
 				e := plan.items[plan.rows[i].item]
 				for _, seq := range hits[plan.rows[i].h] {
-					var kind int64
-					var key string
-					err := tx.StmtContext(ctx, s.st.pendingItem).QueryRowContext(ctx, svc, seq).Scan(&kind, &key)
-					if errors.Is(err, sql.ErrNoRows) {
-						continue // stale: the item has left the queue
-					}
+					hit, err := s.confirmPending(ctx, tx, svc, seq, e)
 					if err != nil {
-						return nil, fmt.Errorf("checking a pending key: %w", err)
+						return nil, err
 					}
-					if store.Kind(kind) == e.Kind && key == e.Key {
+					if hit {
 						pending[i] = true
 						break
 					}
@@ -535,6 +570,22 @@ func (s *Store) alreadyPending(ctx context.Context, tx *sql.Tx, plan *appendPlan
 		}
 	}
 	return pending, nil
+}
+
+// confirmPending reports whether the item queued for service under seq
+// has e's kind and key. A key names candidates only: its hash may
+// collide, and its item may have left the queue (a stale row).
+func (s *Store) confirmPending(ctx context.Context, tx *sql.Tx, service string, seq int64, e *store.Entry) (bool, error) {
+	var kind int64
+	var key string
+	err := tx.StmtContext(ctx, s.st.pendingItem).QueryRowContext(ctx, service, seq).Scan(&kind, &key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("checking a pending key: %w", err)
+	}
+	return store.Kind(kind) == e.Kind && key == e.Key, nil
 }
 
 // pendingHits runs findPending[k] with args (the service, then 1<<k
@@ -919,6 +970,9 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
 		}
+		if err := s.loadRecent(ctx, tx); err != nil {
+			return err
+		}
 		var first, last int64
 		err := tx.StmtContext(ctx, s.st.txnRange).QueryRowContext(ctx, service, id).Scan(&first, &last)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -942,7 +996,14 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 		if err != nil {
 			return err
 		}
-		return s.prune(ctx, tx, service, removed)
+		// Recent keys of the removed rows were never in the table: they
+		// leave no stale row there.
+		recent := s.w.recent
+		if err := s.prune(ctx, tx, service, removed-int64(recent.count(service, first, last))); err != nil {
+			return err
+		}
+		s.w.keep(func() { recent.remove(service, first, last) })
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s %d of %q: %w", op, id, service, err)
@@ -999,13 +1060,16 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 		if _, err := tx.StmtContext(ctx, s.st.purgeItems).ExecContext(ctx, service, service); err != nil {
 			return fmt.Errorf("deleting items: %w", err)
 		}
-		delete(s.w.pruned, service) // its keys all go now
-		s.w.tails.drop(service)
 		for _, st := range []*sql.Stmt{s.st.purgeQueue, s.st.dropPending, s.st.purgeTxns, s.st.purgeService} {
 			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, service); err != nil {
 				return err
 			}
 		}
+		s.w.keep(func() { // its queue and keys are gone
+			delete(s.w.pruned, service)
+			s.w.tails.drop(service)
+			s.w.recent.drop(service)
+		})
 		return nil
 	})
 	if err != nil {

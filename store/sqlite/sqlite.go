@@ -31,10 +31,11 @@
 //     of up to 4 MiB, each its own SQLite transaction, between the batches
 //     of calls: when no call is waiting, or, under a load that never
 //     pauses, once 8 MiB are free. So no call waits for more than one step,
-//     and the free pages stay bounded. Once the file and its write-ahead
-//     log on disk have become 1 MiB larger than the database, it
-//     checkpoints the log in TRUNCATE mode, which shrinks the file and
-//     empties the log. Moments after a backlog drains, the file is back to
+//     and the free pages stay bounded. After such a step, and once no
+//     call has come for 50 ms after calls that freed pages, it checks the
+//     files: when the file and its write-ahead log on disk have become
+//     1 MiB larger than the database, it checkpoints the log in TRUNCATE
+//     mode, which shrinks the file and empties the log. Moments after a backlog drains, the file is back to
 //     the size of what is still pending plus at most about 2 MiB. Open
 //     gives back every free page.
 //   - The write-ahead log stays short: a checkpointer goroutine copies it

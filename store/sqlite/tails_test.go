@@ -45,6 +45,9 @@ func runTailsAgainstMemory(t *testing.T, seed uint64) {
 		if seed%3 == 1 {
 			s.w.tails.maxItems, s.w.tails.maxBytes = 7, 1500
 		}
+		// Recent keys go to the pending table after every call, every
+		// few calls, or hardly ever.
+		s.w.recent.max = []int{0, 25, recentMax}[seed%3]
 	}
 	open()
 	defer func() { require.NoError(t, s.Close()) }()

@@ -24,6 +24,13 @@ const maxCallsPerCommit = 256
 // commit each.
 const joinFor = time.Millisecond
 
+// shrinkAfter is how long the writer waits with nothing to do, after
+// calls that freed pages, before it checks whether the files on disk
+// have outgrown the database: a backlog has drained, or traffic paused.
+// Under load it never waits that long, so the log is not cut back between
+// commits only to grow again.
+const shrinkAfter = 50 * time.Millisecond
+
 // A request is one call of a method that changes state, waiting for the
 // writer.
 type request struct {
@@ -77,18 +84,51 @@ type writer struct {
 	retry          []*request // taken, to run again first: see commit
 	free           int64      // free pages, as of the last batch that freed some
 	checkpointOwed bool       // pages were given back since the last checkpoint
+	// shrinkOwed is true once calls that free pages have run: once the
+	// writer has had nothing to do for shrinkAfter, it cuts the log back
+	// (checkpointIfShrunk), which the vacuum steps alone do not when too
+	// few pages were freed to start one.
+	shrinkOwed bool
 	// pruned is, per service whose stale pending keys are being removed,
 	// how many ranges of hashes are done (see prune).
 	pruned map[string]int
 	// tails are the queued items of services, kept so that NextTxn need
 	// not read them back; every rollback forgets them (see tails).
 	tails *tails
+	// recent are the keys of recently queued items, not yet in the
+	// pending table; a rollback of calls that changed them forgets them
+	// (see recentKeys).
+	recent *recentKeys
+	// kept is what the call being run wants done to the writer's memory
+	// once its changes stand: see keep.
+	kept []func()
+}
+
+// keep has the writer run fn, which changes what the writer keeps in
+// memory, once the call being run has succeeded: only then do the call's
+// changes stand in the SQLite transaction. fn is dropped if the call
+// fails. A call's work runs on the writer goroutine, as fn does.
+func (w *writer) keep(fn func()) {
+	w.kept = append(w.kept, fn)
+}
+
+// callDone runs the kept functions of the call just run if it succeeded,
+// and drops them either way.
+func (w *writer) callDone(ok bool) {
+	if ok {
+		for _, fn := range w.kept {
+			fn()
+		}
+	}
+	clear(w.kept)
+	w.kept = w.kept[:0]
 }
 
 func newWriter() *writer {
 	return &writer{
 		pruned: make(map[string]int),
 		tails:  newTails(),
+		recent: newRecentKeys(),
 		kick:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
@@ -155,6 +195,9 @@ func (s *Store) enqueue(ctx context.Context, r *request, queued func()) error {
 func (s *Store) runWriter() {
 	w := s.w
 	defer close(w.done)
+	quiet := time.NewTimer(shrinkAfter)
+	quiet.Stop()
+	defer quiet.Stop()
 	for {
 		if batch := s.take(maxCallsPerCommit); len(batch) > 0 {
 			s.commit(batch)
@@ -173,6 +216,18 @@ func (s *Store) runWriter() {
 		}
 		if s.compactionOwed() {
 			s.compactStep()
+			continue
+		}
+		if w.shrinkOwed {
+			quiet.Reset(shrinkAfter)
+			select {
+			case <-w.kick:
+				quiet.Stop()
+			case <-w.stop:
+			case <-quiet.C:
+				w.shrinkOwed = false
+				_ = s.checkpointIfShrunk(context.Background())
+			}
 			continue
 		}
 		w.mu.Lock()
@@ -268,6 +323,7 @@ func (s *Store) commit(batch []*request) {
 	abort := func(rest []*request, err error) {
 		_ = tx.Rollback()
 		s.w.tails.reset()
+		s.w.recent.forget()
 		err = fullErr(err)
 		for _, r := range held {
 			r.done <- err
@@ -308,12 +364,14 @@ func (s *Store) commit(batch []*request) {
 			// The first request needs no savepoint: when it fails, the
 			// whole transaction is undone, with nothing but it inside.
 			if err := r.work(ctx, tx); err != nil {
+				s.w.callDone(false)
 				_ = tx.Rollback()
 				s.w.tails.reset()
 				tx = nil
 				r.done <- fullErr(err)
 				continue
 			}
+			s.w.callDone(true)
 			held, errs = append(held, r), append(errs, nil)
 			freed = freed || r.frees
 			if r.alone {
@@ -328,21 +386,25 @@ func (s *Store) commit(batch []*request) {
 		}
 		err := r.work(ctx, tx)
 		if err != nil {
+			s.w.callDone(false)
 			s.w.tails.reset() // they may hold the call's changes
 			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO call"); rerr != nil {
 				// SQLite rolled back the whole transaction: nothing of it
 				// is stored. This request has its outcome; the others,
 				// taken already, run again before any other.
 				_ = tx.Rollback()
+				s.w.recent.forget()
 				r.done <- fullErr(err)
 				s.w.retry = append(append(held[:len(held):len(held)], batch[i+1:]...), s.w.retry...)
 				return
 			}
 		}
 		if _, rerr := tx.ExecContext(ctx, "RELEASE call"); rerr != nil {
+			s.w.callDone(false)
 			abort(batch[i:], rerr)
 			return
 		}
+		s.w.callDone(err == nil)
 		held, errs = append(held, r), append(errs, fullErr(err))
 		freed = freed || (err == nil && r.frees)
 	}
@@ -350,6 +412,7 @@ func (s *Store) commit(batch []*request) {
 		return // every request failed alone
 	}
 	if freed {
+		s.w.shrinkOwed = true
 		// Read inside the transaction: the header page is in the cache.
 		if err := tx.StmtContext(ctx, s.st.freelistCount).QueryRowContext(ctx).Scan(&s.w.free); err != nil {
 			s.w.free = 0 // read again after the next Complete
@@ -357,6 +420,7 @@ func (s *Store) commit(batch []*request) {
 	}
 	if err := tx.Commit(); err != nil {
 		s.w.tails.reset()
+		s.w.recent.forget()
 		err = fullErr(fmt.Errorf("committing: %w", err))
 		for _, r := range held {
 			r.done <- err
