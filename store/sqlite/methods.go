@@ -534,7 +534,9 @@ func (s *Store) alreadyPending(ctx context.Context, tx *sql.Tx, plan *appendPlan
 				continue
 			}
 		}
-		byService[r.service] = append(byService[r.service], i)
+		if s.w.recent.inTable {
+			byService[r.service] = append(byService[r.service], i)
+		}
 	}
 	args := make([]any, 0, 1+min(maxBatch, len(plan.rows)))
 	for _, svc := range plan.services {

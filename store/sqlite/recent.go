@@ -38,6 +38,9 @@ const recentMax = 32768
 type recentKeys struct {
 	loaded bool // false: read them back from the file before use
 	max    int  // recentMax, lower in tests
+	// inTable is false while the pending table is known to be empty, as
+	// it stays while services keep up: Append then need not look there.
+	inTable bool
 
 	bySeq map[string][]recentKey // per service, in seq order
 	byKey map[pendingKey]int64   // the seq of each
@@ -92,6 +95,7 @@ func (s *Store) loadRecent(ctx context.Context, tx *sql.Tx) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("reading recent keys: %w", err)
 	}
+	r.inTable = mark > 0 // seqs start at 1
 	r.loaded = true
 	return nil
 }
@@ -187,6 +191,7 @@ type queueRowKey struct {
 // writePending inserts rows into the pending table, in its order. A row
 // that is there already is left as it is.
 func (s *Store) writePending(ctx context.Context, tx *sql.Tx, rows []queueRowKey) error {
+	s.w.recent.inTable = true // at worst needlessly, if the call fails
 	slices.SortFunc(rows, func(a, b queueRowKey) int {
 		return cmp.Or(cmp.Compare(a.service, b.service), cmp.Compare(a.h, b.h), cmp.Compare(a.seq, b.seq))
 	})
