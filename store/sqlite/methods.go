@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -230,22 +231,18 @@ type appendPlan struct {
 	rows     []queueRow
 	services []string       // distinct services of rows, in first-seen order
 	counts   map[string]int // rows per service
-	data     [][]byte       // a copy of each item's Data (copyData)
+	copies   []store.Item   // what the writer may keep of each item (copyItems)
 }
 
-// copyData copies the items' bytes, for the tails, into one buffer: here,
-// on the caller's goroutine, in one allocation, rather than item by item
-// on the writer's.
-func (p *appendPlan) copyData() {
-	n := 0
-	for _, e := range p.items {
-		n += len(e.Data)
-	}
-	buf := make([]byte, 0, n)
-	p.data = make([][]byte, len(p.items))
+// copyItems copies what the writer may keep of the items, their Data for
+// the tails and their Key for the tails and the recent keys: here, on the
+// caller's goroutine rather than the writer's. Each item gets copies of
+// its own, so that what the writer keeps of one item never holds on to
+// the memory of others (nor a key to the whole event it was cut from).
+func (p *appendPlan) copyItems() {
+	p.copies = make([]store.Item, len(p.items))
 	for i, e := range p.items {
-		buf = append(buf, e.Data...)
-		p.data[i] = buf[len(buf)-len(e.Data) : len(buf) : len(buf)]
+		p.copies[i] = store.Item{Kind: e.Kind, Key: strings.Clone(e.Key), Data: bytes.Clone(e.Data)}
 	}
 }
 
@@ -360,7 +357,7 @@ func (s *Store) AppendOrdered(ctx context.Context, entries []store.Entry, queued
 	if len(plan.items) == 0 {
 		return nil
 	}
-	plan.copyData()
+	plan.copyItems()
 	if err := s.writeThen(ctx, false, func(ctx context.Context, tx *sql.Tx) error { return s.appendTx(ctx, tx, plan) }, queued); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -481,8 +478,8 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 			recent.clear()
 		} else {
 			for _, r := range keyed {
-				e := plan.items[r.item]
-				recent.add(r.service, recentKey{seqs[r.item], e.Kind, e.Key})
+				c := plan.copies[r.item]
+				recent.add(r.service, recentKey{seqs[r.item], c.Kind, c.Key})
 			}
 		}
 		s.followTails(plan, rows, seqs, emptied)
@@ -504,8 +501,9 @@ func (s *Store) followTails(plan *appendPlan, rows []queueRow, seqs []int64, emp
 		if tailed == nil {
 			tailed = make(map[string][]store.Item)
 		}
-		e := plan.items[r.item]
-		tailed[r.service] = append(tailed[r.service], store.Item{Seq: seqs[r.item], Kind: e.Kind, Key: e.Key, Data: plan.data[r.item]})
+		it := plan.copies[r.item]
+		it.Seq = seqs[r.item]
+		tailed[r.service] = append(tailed[r.service], it)
 	}
 	for svc, items := range tailed {
 		s.w.tails.add(svc, items)

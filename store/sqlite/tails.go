@@ -19,8 +19,8 @@ import (
 // when the service is purged. NextTxn trusts a tail only while its length
 // equals the service's queued count.
 
-// Bounds of the tails: the bytes of all of them together, and the items
-// of one. A delivering service's tail holds what arrived during one PUT;
+// Bounds of the tails: the memory of all of them together (see
+// tailSize), and the items of one. A delivering service's tail holds what arrived during one PUT;
 // a service that falls further behind is read from the file.
 const (
 	tailsMaxBytes = 16 << 20
@@ -63,7 +63,7 @@ func (t *tails) add(service string, items []store.Item) {
 	}
 	size := 0
 	for _, it := range items {
-		size += len(it.Data)
+		size += tailSize(it)
 	}
 	if len(tl.items)+len(items) > t.maxItems || t.bytes+size > t.maxBytes {
 		t.drop(service)
@@ -90,7 +90,7 @@ func (t *tails) take(service string, queued int64, lim store.Limits) (items []st
 	f := newFit(lim)
 	n, size := 0, 0
 	for n < len(tl.items) && f.take(tl.items[n]) {
-		size += len(tl.items[n].Data)
+		size += tailSize(tl.items[n])
 		n++
 	}
 	items = make([]store.Item, n)
@@ -103,6 +103,13 @@ func (t *tails) take(service string, queued int64, lim store.Limits) (items []st
 	tl.bytes -= size
 	t.bytes -= size
 	return items, true
+}
+
+// tailSize is about what an item in a tail costs: its bytes, its key and
+// the Item itself.
+func tailSize(it store.Item) int {
+	const itemSize = 64
+	return len(it.Data) + len(it.Key) + itemSize
 }
 
 // drop forgets service's tail.

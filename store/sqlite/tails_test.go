@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,7 +45,7 @@ func runTailsAgainstMemory(t *testing.T, seed uint64) {
 		s, err = Open(path)
 		require.NoError(t, err)
 		if seed%3 == 1 {
-			s.w.tails.maxItems, s.w.tails.maxBytes = 7, 1500
+			s.w.tails.maxItems, s.w.tails.maxBytes = 7, 2500
 		}
 		// Recent keys go to the pending table after every call, every
 		// few calls, or hardly ever.
@@ -117,7 +119,7 @@ func runTailsAgainstMemory(t *testing.T, seed uint64) {
 			// one SQLite transaction: the tails must keep nothing of it.
 			undone, err := planAppend(randomEntries(rng, services, step))
 			require.NoError(t, err)
-			undone.copyData()
+			undone.copyItems()
 			failed := make(chan error, 1)
 			go func() {
 				failed <- s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
@@ -251,4 +253,35 @@ func TestTailFollowsTheQueue(t *testing.T) {
 	appendN(15, 2)
 	require.Equal(t, 2, tailLen())
 	require.Equal(t, []string{"$15", "$16"}, next(100))
+}
+
+// heapInUse returns the bytes of live heap objects after a collection.
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// TestWriterHoldsOnlyWhatItCounts checks that what the writer keeps of an
+// Append, in a tail and among the recent keys, holds no other memory of
+// the call: not the bytes of the call's other items, and not the string a
+// key was cut from (the scheduler's keys are cut from the event's JSON).
+func TestWriterHoldsOnlyWhatItCounts(t *testing.T) {
+	ctx := t.Context()
+	s := newStore(t)
+	before := heapInUse()
+	const calls, big = 200, 256 << 10
+	for i := range calls {
+		event := fmt.Sprintf(`{"event_id":"$%06d"}`, i) + strings.Repeat(" ", big)
+		quiet := entry(event[13:20], "q", "quiet")
+		busy := entry("", strings.Repeat("b", big), "busy")
+		require.NoError(t, s.Append(ctx, []store.Entry{quiet, busy}))
+	}
+	grown := heapInUse() - before
+	require.NotContains(t, s.w.tails.m, "busy", "the busy service outgrew its tail")
+	require.Equal(t, calls, len(s.w.tails.m["quiet"].items), "the quiet service's tail holds its items")
+	require.Equal(t, calls, s.w.recent.n)
+	// Holding the call's buffers would take at least calls × big: 50 MiB.
+	require.Less(t, grown, int64(8<<20), "heap grew by %d MiB", grown>>20)
 }
