@@ -448,7 +448,7 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 	if flush {
 		all := recent.pendingRows()
 		for _, r := range keyed {
-			all = append(all, queueRowKey{r.service, r.h, seqs[r.item]})
+			all = append(all, pendingRow{r.service, r.h, seqs[r.item]})
 		}
 		if err := s.writePending(ctx, tx, all); err != nil {
 			return err
@@ -485,29 +485,6 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 		s.followTails(plan, rows, seqs, emptied)
 	})
 	return nil
-}
-
-// followTails adds the rows an Append queued to the tails of their
-// services: emptied lists the services that had nothing queued before.
-func (s *Store) followTails(plan *appendPlan, rows []queueRow, seqs []int64, emptied []string) {
-	for _, svc := range emptied {
-		s.w.tails.start(svc)
-	}
-	var tailed map[string][]store.Item // services whose tails take the rows
-	for _, r := range rows {
-		if _, known := s.w.tails.m[r.service]; !known {
-			continue
-		}
-		if tailed == nil {
-			tailed = make(map[string][]store.Item)
-		}
-		it := plan.copies[r.item]
-		it.Seq = seqs[r.item]
-		tailed[r.service] = append(tailed[r.service], it)
-	}
-	for svc, items := range tailed {
-		s.w.tails.add(svc, items)
-	}
 }
 
 // alreadyPending reports, for each row of plan, whether its item's kind
@@ -875,6 +852,32 @@ func (s *Store) readQueued(ctx context.Context, tx *sql.Tx, service string, boun
 		return nil, fmt.Errorf("reading queued items: %w", err)
 	}
 	return items, nil
+}
+
+// fit says which items fit a transaction under lim, taken in seq order:
+// the first always fits; each later one while its kind's count and the
+// bytes stay within lim.
+type fit struct {
+	lim    store.Limits
+	counts map[store.Kind]int
+	n      int
+	size   int
+}
+
+func newFit(lim store.Limits) *fit {
+	return &fit{lim: lim, counts: make(map[store.Kind]int, 2)}
+}
+
+// take reports whether it fits after the items taken so far, and if so
+// counts it as taken.
+func (f *fit) take(it store.Item) bool {
+	if f.n > 0 && (len(it.Data) > f.lim.MaxBytes-f.size || f.counts[it.Kind] >= f.lim.MaxFor(it.Kind)) {
+		return false
+	}
+	f.counts[it.Kind]++
+	f.size += len(it.Data)
+	f.n++
+	return true
 }
 
 // scanItem scans a row of seq, kind, key, data.

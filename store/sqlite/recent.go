@@ -67,7 +67,7 @@ func (r *recentKeys) forget() {
 	r.bySeq, r.byKey, r.n = nil, nil, 0
 }
 
-// load reads the recent keys back from the file if they are unknown: the
+// loadRecent reads the recent keys back from the file if they are unknown: the
 // keyed queue rows above the highest seq in the pending table.
 func (s *Store) loadRecent(ctx context.Context, tx *sql.Tx) error {
 	r := s.w.recent
@@ -174,27 +174,27 @@ func (r *recentKeys) clear() {
 
 // pendingRows returns the recent keys as rows of the pending table,
 // sorted as the table is, so that writing them fills its pages in order.
-func (r *recentKeys) pendingRows() []queueRowKey {
-	out := make([]queueRowKey, 0, r.n)
+func (r *recentKeys) pendingRows() []pendingRow {
+	out := make([]pendingRow, 0, r.n)
 	for svc, keys := range r.bySeq {
 		for _, k := range keys {
-			out = append(out, queueRowKey{svc, keyHash(int64(k.kind), k.key), k.seq})
+			out = append(out, pendingRow{svc, keyHash(int64(k.kind), k.key), k.seq})
 		}
 	}
 	return out
 }
 
-// queueRowKey is a row of the pending table.
-type queueRowKey struct {
+// pendingRow is a row of the pending table.
+type pendingRow struct {
 	service string
 	h, seq  int64
 }
 
 // writePending inserts rows into the pending table, in its order. A row
 // that is there already is left as it is.
-func (s *Store) writePending(ctx context.Context, tx *sql.Tx, rows []queueRowKey) error {
+func (s *Store) writePending(ctx context.Context, tx *sql.Tx, rows []pendingRow) error {
 	s.w.recent.inTable = true // at worst needlessly, if the call fails
-	slices.SortFunc(rows, func(a, b queueRowKey) int {
+	slices.SortFunc(rows, func(a, b pendingRow) int {
 		return cmp.Or(cmp.Compare(a.service, b.service), cmp.Compare(a.h, b.h), cmp.Compare(a.seq, b.seq))
 	})
 	args := make([]any, 0, 3*min(maxBatch, len(rows)))

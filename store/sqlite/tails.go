@@ -74,6 +74,29 @@ func (t *tails) add(service string, items []store.Item) {
 	t.bytes += size
 }
 
+// followTails adds the rows an Append queued to the tails of their
+// services: emptied lists the services that had nothing queued before.
+func (s *Store) followTails(plan *appendPlan, rows []queueRow, seqs []int64, emptied []string) {
+	for _, svc := range emptied {
+		s.w.tails.start(svc)
+	}
+	var tailed map[string][]store.Item // services whose tails take the rows
+	for _, r := range rows {
+		if _, known := s.w.tails.m[r.service]; !known {
+			continue
+		}
+		if tailed == nil {
+			tailed = make(map[string][]store.Item)
+		}
+		it := plan.copies[r.item]
+		it.Seq = seqs[r.item]
+		tailed[r.service] = append(tailed[r.service], it)
+	}
+	for svc, items := range tailed {
+		s.w.tails.add(svc, items)
+	}
+}
+
 // take removes and returns the oldest items of service's tail that fit
 // lim, as readQueued would read them, if its tail is known and holds
 // exactly queued items; ok is false otherwise, and the tail is dropped
@@ -124,30 +147,4 @@ func (t *tails) drop(service string) {
 func (t *tails) reset() {
 	clear(t.m)
 	t.bytes = 0
-}
-
-// fit says which items fit a transaction under lim, taken in seq order:
-// the first always fits; each later one while its kind's count and the
-// bytes stay within lim.
-type fit struct {
-	lim    store.Limits
-	counts map[store.Kind]int
-	n      int
-	size   int
-}
-
-func newFit(lim store.Limits) *fit {
-	return &fit{lim: lim, counts: make(map[store.Kind]int, 2)}
-}
-
-// take reports whether it fits after the items taken so far, and if so
-// counts it as taken.
-func (f *fit) take(it store.Item) bool {
-	if f.n > 0 && (len(it.Data) > f.lim.MaxBytes-f.size || f.counts[it.Kind] >= f.lim.MaxFor(it.Kind)) {
-		return false
-	}
-	f.counts[it.Kind]++
-	f.size += len(it.Data)
-	f.n++
-	return true
 }
