@@ -35,9 +35,12 @@ type statements struct {
 	insertPending [batchLevels]*sql.Stmt // service, h, seq per row
 	findPending   [batchLevels]*sql.Stmt // service, then the hashes
 	pendingItem   *sql.Stmt
-	pendingMark   *sql.Stmt // recent keys: the highest seq in the pending table
-	recentItems   *sql.Stmt // recent keys: the keyed queue rows above it
 	addQueued     *sql.Stmt
+
+	// Recent keys (Append, Complete): the highest seq in the pending
+	// table, and the keyed queue rows above it.
+	pendingMark *sql.Stmt
+	recentItems *sql.Stmt
 
 	// Leases.
 	ensureService *sql.Stmt
@@ -76,8 +79,8 @@ type statements struct {
 	purgeTxns    *sql.Stmt
 	purgeService *sql.Stmt
 
-	// Space: the free pages after a Complete, the pages in use after an
-	// Append under Options.MaxSize.
+	// Space: the free pages after a batch that freed some and after a
+	// vacuum step, the pages in use after an Append under Options.MaxSize.
 	freelistCount *sql.Stmt
 	pagesInUse    *sql.Stmt
 }
@@ -200,6 +203,19 @@ func batchLevel(n int) int {
 	return bits.Len(uint(n)) - 1
 }
 
+// eachBatch cuts n rows into batches of the prepared sizes, largest
+// first, and calls fn with each batch's level k (1<<k rows) and bounds.
+func eachBatch(n int, fn func(k, from, to int) error) error {
+	for done := 0; done < n; {
+		k := batchLevel(n - done)
+		if err := fn(k, done, done+1<<k); err != nil {
+			return err
+		}
+		done += 1 << k
+	}
+	return nil
+}
+
 // staleEpoch is the error for an epoch that is not the current one.
 func staleEpoch(epoch store.Epoch) error {
 	return fmt.Errorf("epoch %d is not the current lease epoch: %w", epoch, store.ErrStaleEpoch)
@@ -229,9 +245,8 @@ func (s *Store) checkEpoch(ctx context.Context, tx *sql.Tx, service string, epoc
 type appendPlan struct {
 	items    []*store.Entry
 	rows     []queueRow
-	services []string       // distinct services of rows, in first-seen order
-	counts   map[string]int // rows per service
-	copies   []store.Item   // what the writer may keep of each item (copyItems)
+	services []string     // distinct services of rows, in first-seen order
+	copies   []store.Item // what the writer may keep of each item (copyItems)
 }
 
 // copyItems copies what the writer may keep of the items, their Data for
@@ -265,7 +280,8 @@ type pendingKey struct {
 // with the same kind and key for a service, a service listed twice for one
 // entry, and an entry left with no service.
 func planAppend(entries []store.Entry) (*appendPlan, error) {
-	plan := &appendPlan{counts: make(map[string]int)}
+	plan := &appendPlan{}
+	listed := make(map[string]struct{}) // plan.services
 	var seen map[pendingKey]struct{}
 	for i := range entries {
 		e := &entries[i]
@@ -308,10 +324,10 @@ func planAppend(entries []store.Entry) (*appendPlan, error) {
 				row.h = keyHash(int64(e.Kind), e.Key)
 			}
 			plan.rows = append(plan.rows, row)
-			if plan.counts[svc] == 0 {
+			if _, ok := listed[svc]; !ok {
+				listed[svc] = struct{}{}
 				plan.services = append(plan.services, svc)
 			}
-			plan.counts[svc]++
 		}
 		if len(plan.rows) > start {
 			plan.items = append(plan.items, e)
@@ -329,13 +345,14 @@ func containsService(rows []queueRow, svc string) bool {
 	return false
 }
 
-// Append implements store.Store. It stores the whole call in one SQLite
-// transaction: it looks up the hashes of the call's keys among the pending
-// ones and drops the entries a service already has pending, then inserts
-// the items that a service still takes, their queue rows and their pending
-// keys, in batched inserts. Under Options.MaxSize, a call that would fill
-// more than the cap allows for queued items fails with ErrFull and stores
-// nothing.
+// Append implements store.Store. The call is atomic (a savepoint in the
+// writer's SQLite transaction): it drops the entries a service already has
+// pending, looking their keys up among the recent keys and then, by hash,
+// in the pending table, and inserts the items that a service still takes
+// and their queue rows in batched inserts. Their keys join the recent
+// keys, which reach the pending table in sorted batches (see recentKeys).
+// Under Options.MaxSize, a call that would fill more than the cap allows
+// for queued items fails with ErrFull and stores nothing.
 func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 	return s.AppendOrdered(ctx, entries, nil)
 }
@@ -372,14 +389,22 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 	if err != nil {
 		return err
 	}
-	// Each item is stored if at least one service takes it.
+	// The rows to queue, the keyed ones among them, and per item and per
+	// service how many there are: an item is stored if a service takes it.
+	rows := make([]queueRow, 0, len(plan.rows))
+	var keyed []queueRow
 	takers := make([]int, len(plan.items))
 	counts := make(map[string]int, len(plan.services))
 	for i, r := range plan.rows {
-		if !pending[i] {
-			takers[r.item]++
-			counts[r.service]++
+		if pending[i] {
+			continue
 		}
+		rows = append(rows, r)
+		if plan.items[r.item].Key != "" {
+			keyed = append(keyed, r)
+		}
+		takers[r.item]++
+		counts[r.service]++
 	}
 	kept := make([]int, 0, len(plan.items))
 	for i, n := range takers {
@@ -396,9 +421,8 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 	// Items. seq is INTEGER PRIMARY KEY AUTOINCREMENT, so the rows of one
 	// INSERT get consecutive seqs ending at the last insert rowid.
 	seqs := make([]int64, len(plan.items))
-	for done := 0; done < len(kept); {
-		k := batchLevel(len(kept) - done)
-		batch := kept[done : done+1<<k]
+	err = eachBatch(len(kept), func(k, from, to int) error {
+		batch := kept[from:to]
 		args = args[:0]
 		for _, i := range batch {
 			e := plan.items[i]
@@ -415,33 +439,27 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 		for j, i := range batch {
 			seqs[i] = last - int64(len(batch)-1-j)
 		}
-		done += len(batch)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 
 	// Queue rows. The keys of the keyed ones join the recent keys, or,
 	// once there would be too many of those, go to the pending table
 	// with them.
-	rows := make([]queueRow, 0, len(plan.rows))
-	var keyed []queueRow
-	for i, r := range plan.rows {
-		if pending[i] {
-			continue
-		}
-		rows = append(rows, r)
-		if plan.items[r.item].Key != "" {
-			keyed = append(keyed, r)
-		}
-	}
-	for done := 0; done < len(rows); {
-		k := batchLevel(len(rows) - done)
+	err = eachBatch(len(rows), func(k, from, to int) error {
 		args = args[:0]
-		for _, r := range rows[done : done+1<<k] {
+		for _, r := range rows[from:to] {
 			args = append(args, r.service, seqs[r.item])
 		}
 		if _, err := tx.StmtContext(ctx, s.st.insertQueue[k]).ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("queueing items: %w", err)
 		}
-		done += 1 << k
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	recent := s.w.recent
 	flush := recent.n+len(keyed) > recent.max
@@ -500,7 +518,7 @@ func (s *Store) alreadyPending(ctx context.Context, tx *sql.Tx, plan *appendPlan
 			continue
 		}
 		if seq, ok := s.w.recent.lookup(r.service, e.Kind, e.Key); ok {
-			hit, err := s.confirmPending(ctx, tx, r.service, seq, e)
+			hit, err := s.confirmPending(ctx, tx, r.service, []int64{seq}, e)
 			if err != nil {
 				return nil, err
 			}
@@ -516,53 +534,50 @@ func (s *Store) alreadyPending(ctx context.Context, tx *sql.Tx, plan *appendPlan
 	args := make([]any, 0, 1+min(maxBatch, len(plan.rows)))
 	for _, svc := range plan.services {
 		idx := byService[svc]
-		for done := 0; done < len(idx); {
-			k := batchLevel(len(idx) - done)
-			batch := idx[done : done+1<<k]
-			done += len(batch)
+		err := eachBatch(len(idx), func(k, from, to int) error {
+			batch := idx[from:to]
 			args = append(args[:0], svc)
 			for _, i := range batch {
 				args = append(args, plan.rows[i].h)
 			}
 			hits, err := s.pendingHits(ctx, tx, k, args)
-			if err != nil {
-				return nil, err
+			if err != nil || len(hits) == 0 {
+				return err
 			}
 			for _, i := range batch {
-				if len(hits) == 0 {
-					break
-				}
-				e := plan.items[plan.rows[i].item]
-				for _, seq := range hits[plan.rows[i].h] {
-					hit, err := s.confirmPending(ctx, tx, svc, seq, e)
-					if err != nil {
-						return nil, err
-					}
-					if hit {
-						pending[i] = true
-						break
-					}
+				r := plan.rows[i]
+				if pending[i], err = s.confirmPending(ctx, tx, svc, hits[r.h], plan.items[r.item]); err != nil {
+					return err
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	return pending, nil
 }
 
-// confirmPending reports whether the item queued for service under seq
-// has e's kind and key. A key names candidates only: its hash may
-// collide, and its item may have left the queue (a stale row).
-func (s *Store) confirmPending(ctx context.Context, tx *sql.Tx, service string, seq int64, e *store.Entry) (bool, error) {
-	var kind int64
-	var key string
-	err := tx.StmtContext(ctx, s.st.pendingItem).QueryRowContext(ctx, service, seq).Scan(&kind, &key)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
+// confirmPending reports whether one of the items queued for service
+// under seqs has e's kind and key. A key names candidates only: its hash
+// may collide, and its item may have left the queue (a stale row).
+func (s *Store) confirmPending(ctx context.Context, tx *sql.Tx, service string, seqs []int64, e *store.Entry) (bool, error) {
+	for _, seq := range seqs {
+		var kind int64
+		var key string
+		err := tx.StmtContext(ctx, s.st.pendingItem).QueryRowContext(ctx, service, seq).Scan(&kind, &key)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("checking a pending key: %w", err)
+		}
+		if store.Kind(kind) == e.Kind && key == e.Key {
+			return true, nil
+		}
 	}
-	if err != nil {
-		return false, fmt.Errorf("checking a pending key: %w", err)
-	}
-	return store.Kind(kind) == e.Kind && key == e.Key, nil
+	return false, nil
 }
 
 // pendingHits runs findPending[k] with args (the service, then 1<<k
@@ -742,9 +757,9 @@ func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) 
 
 // NextTxn implements store.Store. It takes the oldest queued items from the
 // writer's copy of the service's queue when it has one (see tails), else
-// reads them in one query, and binds them by moving the service's bound mark past them, so
-// forming a transaction writes one txns row and one services row whatever
-// its size.
+// reads them in one query, and binds them by moving the service's bound
+// mark past them, so forming a transaction writes one txns row and one
+// services row whatever its size.
 func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
 	const op = "error forming transaction"
 	release, err := s.enterService(ctx, op, service)
@@ -775,20 +790,23 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 		if curEpoch == 0 || store.Epoch(curEpoch) != epoch {
 			return staleEpoch(epoch)
 		}
+		tails := s.w.tails
 		if queued <= 0 {
-			if _, known := s.w.tails.m[service]; !known {
-				s.w.tails.start(service)
+			if _, known := tails.m[service]; !known {
+				s.w.keep(func() { tails.start(service) })
 			}
 			return nil
 		}
-		items, ok := s.w.tails.take(service, queued, lim)
-		if !ok {
+		items, ok := tails.peek(service, queued, lim)
+		if ok {
+			s.w.keep(func() { tails.consume(service, len(items)) })
+		} else {
 			items, err = s.readQueued(ctx, tx, service, bound, lim)
 			if err != nil || len(items) == 0 {
 				return err
 			}
 			if int64(len(items)) == queued {
-				s.w.tails.start(service) // all bound: nothing queued
+				s.w.keep(func() { tails.start(service) }) // all bound: nothing queued
 			}
 		}
 		id := lastID + 1

@@ -198,16 +198,14 @@ func (s *Store) writePending(ctx context.Context, tx *sql.Tx, rows []pendingRow)
 		return cmp.Or(cmp.Compare(a.service, b.service), cmp.Compare(a.h, b.h), cmp.Compare(a.seq, b.seq))
 	})
 	args := make([]any, 0, 3*min(maxBatch, len(rows)))
-	for done := 0; done < len(rows); {
-		k := batchLevel(len(rows) - done)
+	return eachBatch(len(rows), func(k, from, to int) error {
 		args = args[:0]
-		for _, r := range rows[done : done+1<<k] {
+		for _, r := range rows[from:to] {
 			args = append(args, r.service, r.h, r.seq)
 		}
 		if _, err := tx.StmtContext(ctx, s.st.insertPending[k]).ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("recording pending keys: %w", err)
 		}
-		done += 1 << k
-	}
-	return nil
+		return nil
+	})
 }

@@ -11,8 +11,8 @@ import (
 )
 
 // Free pages are given back to the file system once vacuumThreshold bytes
-// of them have gathered, at most vacuumStep bytes per step of the writer. Fewer free
-// pages are left for SQLite to reuse: a store whose backlog comes and goes
+// of them have gathered, at most vacuumStep bytes per step of the writer.
+// Fewer free pages are left for SQLite to reuse: a store whose backlog comes and goes
 // by small amounts does not shrink and regrow its file at every step. The
 // step is larger than what one Complete frees (a transaction holds at most
 // about 1 MiB of items by default), so the free pages never pile up while a
@@ -108,29 +108,21 @@ func (s *Store) vacuumStep(ctx context.Context, step int64) (n int, free int64, 
 	return n, free, tx.Commit()
 }
 
-// compact gives back free pages in steps, each its own SQLite transaction,
-// until fewer than minFree are free; then it checkpoints if the file on
-// disk is now too large. Open calls it with 1, to give back everything,
-// before the writer starts.
-func (s *Store) compact(ctx context.Context, minFree int64) error {
+// compact gives back every free page in steps, each its own SQLite
+// transaction, then checkpoints if the file on disk is now too large.
+// Open calls it before the writer starts.
+func (s *Store) compact(ctx context.Context) error {
 	_, step := s.vacuumPages()
 	total := 0
 	for {
-		var free int64
-		if err := s.db.QueryRowContext(ctx, "PRAGMA freelist_count").Scan(&free); err != nil {
-			return err
-		}
-		if free < minFree {
-			break
-		}
-		n, err := countRows(ctx, s.db, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", step))
+		n, free, err := s.vacuumStep(ctx, step)
 		if err != nil {
 			return err
 		}
-		if n == 0 {
+		total += n
+		if n == 0 || free == 0 {
 			break
 		}
-		total += n
 	}
 	if total > 0 {
 		return s.checkpointIfShrunk(ctx)

@@ -7,9 +7,10 @@
 //     SQLite transaction, committed in WAL mode, and returns only once it
 //     has committed and, by default (SynchronousFull), once the log holding
 //     the commit has been synced to disk, so what a method reported as done
-//     survives a crash of the process and, with the default, a power loss. Either all of a call's changes are stored or
-//     none: concurrent calls may share a transaction (see below), each in a
-//     savepoint of its own, so a call that fails is undone alone.
+//     survives a crash of the process and, with the default, a power
+//     loss. Either all of a call's changes are stored or none: concurrent
+//     calls may share a transaction (see below), each in a savepoint of
+//     its own, so a call that fails is undone alone.
 //   - One owner: Open takes an exclusive, non-blocking lock on a side file
 //     (path + ".lock"). A second Open of the same file, in this process or
 //     another, fails at once with an error matching ErrLocked, so two
@@ -35,9 +36,9 @@
 //     call has come for 50 ms after calls that freed pages, it checks the
 //     files: when the file and its write-ahead log on disk have become
 //     1 MiB larger than the database, it checkpoints the log in TRUNCATE
-//     mode, which shrinks the file and empties the log. Moments after a backlog drains, the file is back to
-//     the size of what is still pending plus at most about 2 MiB. Open
-//     gives back every free page.
+//     mode, which shrinks the file and empties the log. Moments after a
+//     backlog drains, the file is back to the size of what is still
+//     pending plus at most about 2 MiB. Open gives back every free page.
 //   - The write-ahead log stays short: a checkpointer goroutine copies it
 //     into the database file every 64 commits, on a connection of its own,
 //     while the writer goes on writing. SQLite's automatic checkpoint
@@ -57,8 +58,8 @@
 //
 // A Store is safe for concurrent use. SQLite has one writer at a time, so
 // the Store has one writer goroutine, with a connection of its own, that
-// runs the calls that change state (Append,
-// Claim, Release, NextTxn, Complete, Purge): it takes every call waiting,
+// runs the calls that change state (Append, Claim, Release, NextTxn,
+// Complete, Purge): it takes every call waiting,
 // and the calls that arrive while its transaction is young, up to 256, and
 // runs them in the order they were made, each in a savepoint, in one
 // SQLite transaction with one commit, then tells each call its outcome.
@@ -69,12 +70,12 @@
 // the log after each commit and only then answers its calls, while the
 // writer already runs the next transaction; one sync covers every commit
 // written before it began. A failed sync fails its calls and every later
-// write until the store is reopened. A call whose context ends while it
-// waits for the writer returns the context's error and changes nothing;
-// once the writer has taken it, it reports its real outcome. Txns and
-// Backlogs read on a second connection, which in WAL mode sees the last
-// commit while the writer writes (possibly one whose sync is still under
-// way).
+// call, reads included, until the store is reopened. A call whose
+// context ends while it waits for the writer returns the context's error
+// and changes nothing; once the writer has taken it, it reports its real
+// outcome. Txns and Backlogs read on a second connection, which in WAL
+// mode sees the last commit while the writer writes (possibly one whose
+// sync is still under way).
 //
 // The writer keeps a bounded copy of what each service has queued, so
 // that NextTxn usually forms a transaction without reading back the bytes
@@ -138,7 +139,8 @@ const (
 	SynchronousNormal
 )
 
-// String returns the SQLite name of the mode: "FULL" or "NORMAL".
+// String returns the name of the mode: "FULL" or "NORMAL", as SQLite
+// names its synchronous settings.
 func (s Synchronous) String() string {
 	switch s {
 	case SynchronousFull:
@@ -163,9 +165,9 @@ const journalSizeLimit = 64 << 20
 const cacheSizeKiB = 32 << 10
 
 // walAutocheckpointPages is how many pages the write-ahead log holds before
-// SQLite copies them into the database file (PRAGMA wal_autocheckpoint).
-// Fewer, larger checkpoints sync less often and write a page changed by
-// several commits once. 8192 pages of 4 KiB is 32 MiB.
+// SQLite itself copies them into the database file (PRAGMA
+// wal_autocheckpoint): a backstop behind the checkpointer, which does so
+// every checkpointEvery commits. 8192 pages of 4 KiB is 32 MiB.
 const walAutocheckpointPages = 8192
 
 // Options tune OpenWithOptions. The zero value means the defaults, which is
@@ -278,24 +280,7 @@ func OpenWithOptions(path string, opts Options) (*Store, error) {
 	}
 	s := &Store{path: abs, lock: lock, now: time.Now, w: newWriter()}
 	if err := s.open(opts); err != nil {
-		if s.st != nil {
-			_ = s.st.close()
-		}
-		if s.rdb != nil {
-			_ = s.rdb.Close()
-		}
-		if s.sync != nil {
-			_ = s.sync.close()
-		}
-		if s.ckpt != nil {
-			close(s.ckpt.stop)
-			<-s.ckpt.done
-			_ = s.ckpt.db.Close()
-		}
-		if s.db != nil {
-			_ = s.db.Close()
-		}
-		_ = lock.Close()
+		_ = s.release()
 		return nil, fmt.Errorf("error opening sqlite store %s: %w", abs, err)
 	}
 	return s, nil
@@ -374,7 +359,6 @@ func (s *Store) open(opts Options) error {
 	s.rdb = oneConn(&connector{
 		dsn:     dsn(s.path, "deferred"),
 		pragmas: append(pragmas(opts), "PRAGMA query_only = ON"),
-		maxSize: opts.MaxSize,
 	})
 
 	ctx := context.Background()
@@ -410,22 +394,19 @@ func (s *Store) open(opts Options) error {
 		pragmas: append(pragmas(opts), "PRAGMA query_only = ON", "PRAGMA busy_timeout = 0"),
 	}))
 	go s.ckpt.run()
-	// Whatever an earlier process left free goes back to the file system.
-	if err := s.compact(ctx, 1); err != nil {
-		return fmt.Errorf("giving free pages back to the file system: %w", err)
-	}
 	st, err := prepare(ctx, s.db, s.rdb)
 	if err != nil {
 		return err
 	}
 	s.st = st
+	// Whatever an earlier process left free goes back to the file system.
+	if err := s.compact(ctx); err != nil {
+		return fmt.Errorf("giving free pages back to the file system: %w", err)
+	}
 	if opts.Synchronous == SynchronousFull {
-		var seq int
-		var name, file string
-		if err := s.db.QueryRowContext(ctx, "PRAGMA database_list").Scan(&seq, &name, &file); err != nil {
-			return fmt.Errorf("reading the database's file name: %w", err)
-		}
-		if s.sync, err = newSyncer(file); err != nil {
+		// s.path is resolved as SQLite resolves it (realPath), so its log
+		// is s.path + "-wal".
+		if s.sync, err = newSyncer(s.path); err != nil {
 			return err
 		}
 		go s.sync.run()
@@ -583,27 +564,41 @@ func (s *Store) Close() error {
 	// requests. It ends after the step of compaction it may be running.
 	close(s.w.stop)
 	<-s.w.done
-	close(s.ckpt.stop)
-	<-s.ckpt.done
+	if err := s.release(); err != nil {
+		return fmt.Errorf("error closing sqlite store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// release ends, once the writer has, what open started, skipping what it
+// did not get to: the goroutines, the statements, the connections, and
+// last the lock. Every call has been answered, so the syncer owes nothing.
+func (s *Store) release() error {
 	var errs []error
+	var ckptDB *sql.DB
+	if s.ckpt != nil {
+		close(s.ckpt.stop)
+		<-s.ckpt.done
+		ckptDB = s.ckpt.db
+	}
 	if s.sync != nil {
-		// Every call has been answered, so nothing is owed.
 		close(s.sync.stop)
 		<-s.sync.done
 		errs = append(errs, s.sync.close())
 	}
-	errs = append(errs, s.st.close())
+	if s.st != nil {
+		errs = append(errs, s.st.close())
+	}
 	// The reader first: the last connection to close checkpoints the log
 	// and removes it, which the reader may not do.
-	errs = append(errs, s.rdb.Close())
-	errs = append(errs, s.ckpt.db.Close())
-	errs = append(errs, s.db.Close())
+	for _, db := range []*sql.DB{s.rdb, ckptDB, s.db} {
+		if db != nil {
+			errs = append(errs, db.Close())
+		}
+	}
 	// Only now that SQLite has closed the file may another opener have it.
 	errs = append(errs, s.lock.Close())
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("error closing sqlite store %s: %w", s.path, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // enter starts a method call: it checks ctx, then that the store is open

@@ -1,6 +1,8 @@
 package sqlite
 
 import (
+	"slices"
+
 	"github.com/asdeliver/scheduler/store"
 )
 
@@ -14,14 +16,16 @@ import (
 // service that had none queued, or when NextTxn binds every queued item of
 // a service, and follows every change of the service's queue from then on.
 // It is dropped when it would outgrow its share of memory (a backlog is
-// read from the file, as before), when a call is rolled back (the tails
-// would no longer match the file; this is rare, so all of them go), and
-// when the service is purged. NextTxn trusts a tail only while its length
-// equals the service's queued count.
+// read from the file, as before), when SQLite undoes calls that changed
+// the tails (they would no longer match the file; this is rare, so all of
+// them go), and when the service is purged. Calls change tails only once
+// they have succeeded (writer.keep). NextTxn trusts a tail only while its
+// length equals the service's queued count.
 
 // Bounds of the tails: the memory of all of them together (see
-// tailSize), and the items of one. A delivering service's tail holds what arrived during one PUT;
-// a service that falls further behind is read from the file.
+// tailSize), and the items of one. A delivering service's tail holds what
+// arrived during one PUT; a service that falls further behind is read
+// from the file.
 const (
 	tailsMaxBytes = 16 << 20
 	tailMaxItems  = 16384
@@ -97,11 +101,11 @@ func (s *Store) followTails(plan *appendPlan, rows []queueRow, seqs []int64, emp
 	}
 }
 
-// take removes and returns the oldest items of service's tail that fit
-// lim, as readQueued would read them, if its tail is known and holds
-// exactly queued items; ok is false otherwise, and the tail is dropped
-// when it does not match.
-func (t *tails) take(service string, queued int64, lim store.Limits) (items []store.Item, ok bool) {
+// peek returns the oldest items of service's tail that fit lim, as
+// readQueued would read them, if its tail is known and holds exactly
+// queued items; ok is false otherwise, and the tail is dropped when it
+// does not match (dropping one is always safe: the file is read instead).
+func (t *tails) peek(service string, queued int64, lim store.Limits) (items []store.Item, ok bool) {
 	tl := t.m[service]
 	if tl == nil {
 		return nil, false
@@ -111,21 +115,28 @@ func (t *tails) take(service string, queued int64, lim store.Limits) (items []st
 		return nil, false
 	}
 	f := newFit(lim)
-	n, size := 0, 0
+	n := 0
 	for n < len(tl.items) && f.take(tl.items[n]) {
-		size += tailSize(tl.items[n])
 		n++
 	}
-	items = make([]store.Item, n)
-	copy(items, tl.items[:n])
-	clear(tl.items[:n]) // the transaction holds them now, not the tail
+	return slices.Clone(tl.items[:n]), true
+}
+
+// consume removes the oldest n items of service's tail: a transaction
+// holds them now.
+func (t *tails) consume(service string, n int) {
+	tl := t.m[service]
+	size := 0
+	for _, it := range tl.items[:n] {
+		size += tailSize(it)
+	}
+	clear(tl.items[:n])
 	tl.items = tl.items[n:]
 	if len(tl.items) == 0 {
 		tl.items = nil
 	}
 	tl.bytes -= size
 	t.bytes -= size
-	return items, true
 }
 
 // tailSize is about what an item in a tail costs: its bytes, its key and

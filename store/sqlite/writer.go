@@ -93,11 +93,11 @@ type writer struct {
 	// how many ranges of hashes are done (see prune).
 	pruned map[string]int
 	// tails are the queued items of services, kept so that NextTxn need
-	// not read them back; every rollback forgets them (see tails).
-	tails *tails
-	// recent are the keys of recently queued items, not yet in the
-	// pending table; a rollback of calls that changed them forgets them
-	// (see recentKeys).
+	// not read them back (see tails); recent are the keys of recently
+	// queued items, not yet in the pending table (see recentKeys). Calls
+	// change them through keep; a rollback of calls that did forgets them
+	// (forgetMemory).
+	tails  *tails
 	recent *recentKeys
 	// kept is what the call being run wants done to the writer's memory
 	// once its changes stand: see keep.
@@ -110,6 +110,14 @@ type writer struct {
 // fails. A call's work runs on the writer goroutine, as fn does.
 func (w *writer) keep(fn func()) {
 	w.kept = append(w.kept, fn)
+}
+
+// forgetMemory forgets what the writer keeps in memory of the file, once
+// SQLite has undone calls whose changes it already follows: the tails go,
+// and the recent keys are read back before their next use.
+func (w *writer) forgetMemory() {
+	w.tails.reset()
+	w.recent.forget()
 }
 
 // callDone runs the kept functions of the call just run if it succeeded,
@@ -142,7 +150,7 @@ func newWriter() *writer {
 // ctx.Err() and work never runs; once taken, the call reports its real
 // outcome. The caller holds the store open (enter).
 func (s *Store) write(ctx context.Context, frees bool, work func(ctx context.Context, tx *sql.Tx) error) error {
-	return s.writeThen(ctx, frees, work, nil)
+	return s.enqueue(ctx, &request{ctx: ctx, work: work, frees: frees}, nil)
 }
 
 // writeAlone is write for a call whose changes have no bound: see
@@ -158,11 +166,9 @@ func (s *Store) writeThen(ctx context.Context, frees bool, work func(ctx context
 }
 
 // enqueue queues r for the writer, calls queued if not nil, and waits for
-// r's outcome.
+// r's outcome. A failed sync is not checked here: enter did just before,
+// and the writer checks again before it runs anything.
 func (s *Store) enqueue(ctx context.Context, r *request, queued func()) error {
-	if err := s.syncFailed(); err != nil {
-		return err
-	}
 	r.done = make(chan error, 1)
 	w := s.w
 	w.mu.Lock()
@@ -322,8 +328,7 @@ func (s *Store) commit(batch []*request) {
 	// of batch not run yet.
 	abort := func(rest []*request, err error) {
 		_ = tx.Rollback()
-		s.w.tails.reset()
-		s.w.recent.forget()
+		s.w.forgetMemory()
 		err = fullErr(err)
 		for _, r := range held {
 			r.done <- err
@@ -366,7 +371,6 @@ func (s *Store) commit(batch []*request) {
 			if err := r.work(ctx, tx); err != nil {
 				s.w.callDone(false)
 				_ = tx.Rollback()
-				s.w.tails.reset()
 				tx = nil
 				r.done <- fullErr(err)
 				continue
@@ -387,13 +391,12 @@ func (s *Store) commit(batch []*request) {
 		err := r.work(ctx, tx)
 		if err != nil {
 			s.w.callDone(false)
-			s.w.tails.reset() // they may hold the call's changes
 			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO call"); rerr != nil {
 				// SQLite rolled back the whole transaction: nothing of it
 				// is stored. This request has its outcome; the others,
 				// taken already, run again before any other.
 				_ = tx.Rollback()
-				s.w.recent.forget()
+				s.w.forgetMemory()
 				r.done <- fullErr(err)
 				s.w.retry = append(append(held[:len(held):len(held)], batch[i+1:]...), s.w.retry...)
 				return
@@ -419,8 +422,7 @@ func (s *Store) commit(batch []*request) {
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		s.w.tails.reset()
-		s.w.recent.forget()
+		s.w.forgetMemory()
 		err = fullErr(fmt.Errorf("committing: %w", err))
 		for _, r := range held {
 			r.done <- err

@@ -138,10 +138,12 @@ func TestWriterMergesConcurrentCallsAndEachFailsAlone(t *testing.T) {
 	require.Equal(t, store.Backlog{Service: "b", Queued: 2, Oldest: bl[1].Oldest}, bl[1])
 }
 
-// TestWriterUndoesAFailedCallAlone runs a call that writes and then fails
-// between two that succeed, in one SQLite transaction.
-func TestWriterUndoesAFailedCallAlone(t *testing.T) {
-	s := newStore(t)
+// failBetweenTwoAppends runs, in one SQLite transaction, an Append of
+// "$1", a call that writes, does then, and fails, and an Append of "$2".
+// It requires that the call fails with its own error, that both Appends
+// succeed, and that nothing the failed call wrote is left.
+func failBetweenTwoAppends(t *testing.T, s *Store, then func(ctx context.Context, tx *sql.Tx) error) {
+	t.Helper()
 	ctx := t.Context()
 	errBoom := errors.New("boom")
 	release := blockWriter(t, s)
@@ -150,6 +152,9 @@ func TestWriterUndoesAFailedCallAlone(t *testing.T) {
 		func() error {
 			return s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
 				if _, err := tx.ExecContext(ctx, `INSERT INTO services (service) VALUES ('partial')`); err != nil {
+					return err
+				}
+				if err := then(ctx, tx); err != nil {
 					return err
 				}
 				return errBoom
@@ -166,6 +171,13 @@ func TestWriterUndoesAFailedCallAlone(t *testing.T) {
 	require.Zero(t, count(t, s, "services WHERE service = 'partial'"), "the failed call's write must be undone")
 }
 
+// TestWriterUndoesAFailedCallAlone runs a call that writes and then fails
+// between two that succeed, in one SQLite transaction.
+func TestWriterUndoesAFailedCallAlone(t *testing.T) {
+	s := newStore(t)
+	failBetweenTwoAppends(t, s, func(context.Context, *sql.Tx) error { return nil })
+}
+
 // TestWriterRunsTheOthersAgainWhenSQLiteRollsBackTheTransaction makes a
 // call end the SQLite transaction, as SQLite may on a full disk or an I/O
 // error: the calls before it in the transaction, lost with it, and the
@@ -173,33 +185,13 @@ func TestWriterUndoesAFailedCallAlone(t *testing.T) {
 func TestWriterRunsTheOthersAgainWhenSQLiteRollsBackTheTransaction(t *testing.T) {
 	s := newStore(t)
 	ctx := t.Context()
-	errBoom := errors.New("boom")
 	var runs atomic.Int32
-	release := blockWriter(t, s)
-	wait := calls(t, s, 0,
-		func() error { return s.Append(ctx, []store.Entry{entry("$1", "one", "a")}) },
-		func() error {
-			return s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
-				runs.Add(1)
-				if _, err := tx.ExecContext(ctx, `INSERT INTO services (service) VALUES ('partial')`); err != nil {
-					return err
-				}
-				if _, err := tx.ExecContext(ctx, "ROLLBACK"); err != nil {
-					return err
-				}
-				return errBoom
-			})
-		},
-		func() error { return s.Append(ctx, []store.Entry{entry("$2", "two", "a")}) },
-	)
-	release()
-	errs := wait()
-	require.NoError(t, errs[0])
-	require.ErrorIs(t, errs[1], errBoom)
-	require.NoError(t, errs[2])
+	failBetweenTwoAppends(t, s, func(ctx context.Context, tx *sql.Tx) error {
+		runs.Add(1)
+		_, err := tx.ExecContext(ctx, "ROLLBACK")
+		return err
+	})
 	require.Equal(t, int32(1), runs.Load(), "the failed call must not run again")
-	require.Equal(t, 2, count(t, s, "items"))
-	require.Zero(t, count(t, s, "services WHERE service = 'partial'"))
 
 	e, err := s.Claim(ctx, "a", "owner", time.Hour)
 	require.NoError(t, err)
