@@ -30,6 +30,9 @@ func TestCommitsOverlapUpToTheLimitAndKeepEveryEvent(t *testing.T) {
 		return inner.Append(ctx, e)
 	}}
 	s := start(t, cfg)
+	// Opened at the latest when t ends, before Stop waits for the commits.
+	openGate := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(openGate)
 
 	const calls = maxCommitsInFlight + 2
 	errs := make(chan error, calls)
@@ -48,7 +51,7 @@ func TestCommitsOverlapUpToTheLimitAndKeepEveryEvent(t *testing.T) {
 		return len(s.pool.pending) == 2
 	})
 	assert.Equal(t, int32(maxCommitsInFlight), inFlight.Load())
-	close(gate)
+	openGate()
 	for range calls {
 		require.NoError(t, <-errs)
 	}

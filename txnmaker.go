@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/asdeliver/scheduler/store"
@@ -60,25 +61,19 @@ func (s *Scheduler) deliverWhileUp(ctx context.Context, svc *service) error {
 		go func(txn *store.Txn, verify bool) { putErr <- svc.put(ctx, txn, verify) }(cur, fromStore)
 		var ahead *store.Txn
 		var formErr error
-		if !svc.haveStored && !s.isStopping() && svc.fullBatchWaiting() {
+		if s.mayFormAhead(svc) && svc.fullBatchWaiting() {
 			ahead, formErr = svc.form(ctx)
 		}
 		err := <-putErr
 		if err == nil {
-			var formed chan struct{}
-			if ahead == nil && formErr == nil && !svc.haveStored && !s.isStopping() && svc.queued.Load() > 0 {
+			var forming sync.WaitGroup
+			if ahead == nil && formErr == nil && s.mayFormAhead(svc) && svc.queued.Load() > 0 {
 				// Form the next transaction while this one is completed:
 				// both calls share one commit of a store that merges them.
-				formed = make(chan struct{})
-				go func() {
-					defer close(formed)
-					ahead, formErr = svc.form(ctx)
-				}()
+				forming.Go(func() { ahead, formErr = svc.form(ctx) })
 			}
 			err = svc.complete(ctx, cur)
-			if formed != nil {
-				<-formed
-			}
+			forming.Wait()
 		}
 		if err == nil {
 			err = formErr
@@ -91,4 +86,11 @@ func (s *Scheduler) deliverWhileUp(ctx context.Context, svc *service) error {
 		}
 		cur, fromStore = ahead, false
 	}
+}
+
+// mayFormAhead reports whether svc may form its next transaction before
+// the current one is done: nothing stored waits to be sent first, and Stop
+// has not begun.
+func (s *Scheduler) mayFormAhead(svc *service) bool {
+	return !svc.haveStored && !s.isStopping()
 }

@@ -137,7 +137,6 @@ func benchConcurrent(b *testing.B, n int) {
 	}
 
 	const batch, maxUndelivered = 100, 1000
-	entries := make([]store.Entry, batch)
 	next := 0
 	start := time.Now()
 	for i := 0; b.Loop(); i++ {
@@ -147,16 +146,8 @@ func benchConcurrent(b *testing.B, n int) {
 			changed.Wait()
 		}
 		mu.Unlock()
-		for j := range entries {
-			entries[j] = store.Entry{
-				Item:     store.Item{Kind: store.KindEvent, Key: fmt.Sprintf("$event-%d:example.org", next), Data: eventData(next)},
-				Services: services[k : k+1],
-			}
-			next++
-		}
-		if err := s.Append(ctx, entries); err != nil {
-			b.Fatal(err)
-		}
+		appendEvents(b, s, next, batch, batch, services[k])
+		next += batch
 		mu.Lock()
 		undelivered[k] += batch
 		changed.Broadcast()

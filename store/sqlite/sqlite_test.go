@@ -780,6 +780,9 @@ func TestMigrationFromVersion1KeepsEveryPendingItem(t *testing.T) {
 
 	s := openStore(t, path, Options{})
 	require.Equal(t, schemaVersion, pragma[int](t, s, "user_version"))
+	// Migration 2 copied the keys of the four keyed queue rows into the
+	// pending table (the recent keys would cover for it otherwise).
+	require.Equal(t, 4, count(t, s, "pending"))
 	ctx := t.Context()
 	txns, err := s.Txns(ctx, "a", 0)
 	require.NoError(t, err)

@@ -14,9 +14,12 @@ import (
 )
 
 // gateSyncs makes the store's syncer wait, before each sync of the log,
-// until the returned channel receives; it counts the syncs begun.
-func gateSyncs(s *Store) (gate chan struct{}, begun *atomic.Int64) {
+// until the returned channel receives; it counts the syncs begun. When t
+// ends, the gate opens for good, so that a failed test does not leave
+// Close waiting for a sync.
+func gateSyncs(t *testing.T, s *Store) (gate chan struct{}, begun *atomic.Int64) {
 	gate, begun = make(chan struct{}), new(atomic.Int64)
+	t.Cleanup(func() { close(gate) })
 	s.sync.datasync = func(f *os.File) error {
 		begun.Add(1)
 		<-gate
@@ -27,7 +30,7 @@ func gateSyncs(s *Store) (gate chan struct{}, begun *atomic.Int64) {
 
 func TestCallReturnsOnlyOnceItsCommitIsSynced(t *testing.T) {
 	s := newStore(t)
-	gate, begun := gateSyncs(s)
+	gate, begun := gateSyncs(t, s)
 	ctx := context.Background()
 
 	first := make(chan error, 1)
@@ -89,7 +92,7 @@ func TestFailedSyncFailsItsCallsAndEveryLaterCall(t *testing.T) {
 
 func TestCallsQueuedWhenASyncFailsDoNotRun(t *testing.T) {
 	s := newStore(t)
-	gate, begun := gateSyncs(s)
+	gate, begun := gateSyncs(t, s)
 	ioErr := errors.New("input/output error")
 	s.sync.datasync = func(*os.File) error {
 		begun.Add(1)

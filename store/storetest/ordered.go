@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"sync"
 	"testing"
 
 	"github.com/asdeliver/scheduler/store"
@@ -30,9 +31,10 @@ func testOrderedAppend(t *testing.T, s store.Store) {
 		next <- formed{txn, err}
 	}()
 	calls := 0
+	closeOrdered := sync.OnceFunc(func() { close(ordered) })
 	err := oa.AppendOrdered(context.Background(), entries, func() {
 		calls++
-		close(ordered)
+		closeOrdered() // a second call is reported below, not a panic
 	})
 	if err != nil {
 		t.Fatalf("AppendOrdered: %v", err)
