@@ -33,7 +33,7 @@ type eventPool struct {
 	room    chan struct{} // closed (and replaced) when room frees up
 	pending []*poolCall   // admitted, not yet taken by the committer
 	closed  bool
-	kick    chan struct{} // capacity 1: there is pending work, or the pool closed
+	kick    chan struct{} // capacity 1: there is pending work
 }
 
 // poolCall is one admitted Enqueue call.
@@ -105,7 +105,6 @@ func (p *eventPool) close() {
 		close(p.room) // wake the waiters so they see closed
 	}
 	p.mu.Unlock()
-	p.signal()
 }
 
 // maxCommitsInFlight is how many Store.Append calls the committer keeps
@@ -117,15 +116,21 @@ func (p *eventPool) close() {
 const maxCommitsInFlight = 4
 
 // run is the committer: it commits admitted calls, every call waiting at
-// the moment a commit slot frees up in one Store.Append, until the pool is
-// closed and empty, then waits for the commits in flight. ctx must stay
-// valid until then (it carries values, not the stop signal: a begun commit
-// always finishes).
-func (p *eventPool) run(ctx context.Context) {
+// the moment a commit slot frees up in one Store.Append. Once stopping
+// closes it closes the pool, commits what was admitted before, waits for
+// the commits in flight and returns. ctx's end does not cut a commit
+// short: a begun commit always finishes, and its caller gets its outcome.
+func (p *eventPool) run(ctx context.Context, stopping <-chan struct{}) {
+	ctx = context.WithoutCancel(ctx)
 	var inFlight sync.WaitGroup
 	defer inFlight.Wait()
 	slots := make(chan struct{}, maxCommitsInFlight)
-	for range p.kick {
+	for {
+		select {
+		case <-p.kick:
+		case <-stopping:
+			p.close() // the loop below drains the pool, then returns
+		}
 		for {
 			slots <- struct{}{}
 			p.mu.Lock()

@@ -45,7 +45,7 @@ func (s *Scheduler) Ping(ctx context.Context, serviceID, transactionID string) (
 	if err := s.accepting(); err != nil {
 		return 0, err
 	}
-	rtt, res, err := s.sender.Ping(ctx, s.services[serviceID].endpoint(), transactionID)
+	rtt, res, err := s.sender.Ping(ctx, s.deliverers[serviceID].endpoint(), transactionID)
 	if err != nil {
 		return 0, fmt.Errorf("error pinging %q: %w", serviceID, pingError(ctx, res, err))
 	}

@@ -8,81 +8,91 @@ import (
 	"github.com/cenkalti/backoff/v4"
 )
 
-// newBackOff returns the Recoverer's schedule: RetryInitial, doubling, capped
-// at RetryMax, jittered by RetryJitter, and never giving up (backoff's
+// retryPolicy is the Recoverer's schedule: Config.RetryInitial, doubling,
+// capped at Config.RetryMax, jittered by Config.RetryJitter.
+type retryPolicy struct {
+	initial, max time.Duration
+	jitter       float64
+}
+
+// newBackOff returns a fresh schedule that never gives up (backoff's
 // default MaxElapsedTime would stop after 15 minutes).
-func (s *Scheduler) newBackOff() *backoff.ExponentialBackOff {
+func (p retryPolicy) newBackOff() *backoff.ExponentialBackOff {
 	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(s.cfg.RetryInitial),
+		backoff.WithInitialInterval(p.initial),
 		backoff.WithMultiplier(2),
-		backoff.WithMaxInterval(s.cfg.RetryMax),
-		backoff.WithRandomizationFactor(s.cfg.RetryJitter),
+		backoff.WithMaxInterval(p.max),
+		backoff.WithRandomizationFactor(p.jitter),
 		backoff.WithMaxElapsedTime(0),
 	)
 	b.Reset()
 	return b
 }
 
-// recover is the Recoverer: it owns a service whose PUT failed. After each
-// wait (cut short by ServiceUp) it resends the oldest stored transaction;
-// on success it continues at once with the next stored transaction, then
-// with transactions formed from queued items, the wait back at its first
-// step. When the service is owed nothing it marks the AS UP and returns nil
-// so the TransactionMaker takes over. Errors are errStopping, errStale and
-// Store errors, as for deliverWhileUp.
-func (s *Scheduler) recover(ctx context.Context, svc *service) error {
-	b := s.newBackOff()
-	// A ServiceUp sent before this outage says nothing about it.
+// recover is the Recoverer: the deliverer's stage while the AS does not
+// answer (phases downWaiting, downResending, downForming). After each wait
+// (cut short by ServiceUp, the lease renewed meanwhile) it resends the
+// oldest stored transaction; on success it continues at once with the next
+// stored transaction, then with transactions formed from queued items, one
+// at a time, the wait back at its first step. When the service is owed
+// nothing it moves to upForming and returns nil, so the TransactionMaker
+// takes over. Errors are errStopping, errStale and Store errors, as for
+// deliverWhileUp; run brings it back here after them, with a new schedule.
+func (d *deliverer) recover(ctx context.Context) error {
+	b := d.retry.newBackOff()
+	// A ServiceUp sent before this wait began says nothing about it.
 	select {
-	case <-svc.upCh:
+	case <-d.upCh:
 	default:
 	}
-	wait := b.NextBackOff()
+	if d.phase == downWaiting {
+		if err := d.waitToRetry(ctx, b.NextBackOff()); err != nil {
+			return err
+		}
+	}
 	for {
-		svc.setDown(true, time.Now().Add(wait))
-		svc.log.Info("application service is down; waiting before retrying", "backoff", wait)
-		if !s.sleep(ctx, wait, svc.upCh) {
+		if d.isStopping() {
 			return errStopping
 		}
-		for {
-			if s.isStopping() {
-				return errStopping
-			}
-			txn, fromStore, err := svc.next(ctx)
-			if err != nil {
-				return err
-			}
-			if txn == nil {
-				svc.log.Info("application service is back up")
-				return nil
-			}
-			err = svc.send(ctx, txn, fromStore)
-			if err == nil {
-				b.Reset()
-				continue
-			}
-			if !errors.Is(err, errSendFailed) {
-				return err
-			}
-			wait = b.NextBackOff()
-			break
+		txn, fromStore, err := d.next(ctx)
+		if err != nil {
+			return err
 		}
+		if txn == nil {
+			d.log.Info("application service is back up")
+			d.setPhase(upForming)
+			return nil
+		}
+		if err := d.put(ctx, txn, fromStore); err != nil {
+			if !isSendFailure(err) {
+				return err
+			}
+			// The transaction stays stored, to be resent first.
+			d.setPhase(downWaiting)
+			if err := d.waitToRetry(ctx, b.NextBackOff()); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := d.complete(ctx, txn); err != nil {
+			return err
+		}
+		b.Reset()
 	}
 }
 
-// sleep waits for d, or until cut (if not nil) receives; it returns false if
-// the scheduler stops first.
-func (s *Scheduler) sleep(ctx context.Context, d time.Duration, cut <-chan struct{}) bool {
-	timer, stopTimer := s.newTimer(d)
-	defer stopTimer()
-	select {
-	case <-timer:
-		return true
-	case <-cut:
-		return true
-	case <-s.stopping:
-		return false
-	case <-ctx.Done():
-		return false
+// waitToRetry is the wait of phase downWaiting, after which the deliverer
+// retries, stored transactions first.
+func (d *deliverer) waitToRetry(ctx context.Context, wait time.Duration) error {
+	d.noteNextRetry(d.clock.Now().Add(wait))
+	d.log.Info("application service is down; waiting before retrying", "backoff", wait)
+	if err := d.wait(ctx, wait, d.upCh); err != nil {
+		return err
 	}
+	d.setPhase(downResending)
+	return nil
 }
+
+// isSendFailure reports whether err is a failure to deliver to the AS, as
+// opposed to Stop, a lost lease or a Store error.
+func isSendFailure(err error) bool { return errors.Is(err, errSendFailed) }

@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
+	"github.com/asdeliver/scheduler/internal/clock"
+	"github.com/asdeliver/scheduler/internal/lifecycle"
 	"github.com/asdeliver/scheduler/internal/wire"
 	"github.com/asdeliver/scheduler/store"
 )
@@ -17,24 +18,18 @@ import (
 // run it with Start, feed it with Enqueue, end it with Stop. Its methods are
 // safe for concurrent use.
 type Scheduler struct {
-	cfg      Config
-	log      *slog.Logger
-	sorter   *eventSorter
-	services map[string]*service // configured services, by ID
-	limits   store.Limits
-	owner    string // lease owner name, unique per Scheduler
-	sender   *wire.Sender
-	pool     *eventPool
+	cfg        Config
+	log        *slog.Logger
+	clock      clock.Clock
+	sorter     *eventSorter
+	deliverers map[string]*deliverer // configured services with a URL, by ID
+	owner      string                // lease owner name, unique per Scheduler
+	sender     *wire.Sender
+	pool       *eventPool
 
-	// newTimer is the clock seam for waits: tests replace it to drive
-	// backoff without real time.
-	newTimer func(time.Duration) (<-chan time.Time, func() bool)
-
-	mu       sync.Mutex
-	state    runState
-	stopping chan struct{} // closed when Stop begins
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	mu    sync.Mutex
+	state runState
+	group *lifecycle.Group // owns every goroutine; set by Start
 }
 
 type runState int
@@ -49,6 +44,12 @@ const (
 // yet running. It does no I/O and starts no goroutine. Errors name the
 // field at fault and match ErrInvalidConfig or ErrInvalidRegistration.
 func New(cfg Config) (*Scheduler, error) {
+	return newScheduler(cfg, clock.Real())
+}
+
+// newScheduler is New with the clock every wait, lease and timestamp
+// reads: tests pass a fake one.
+func newScheduler(cfg Config, clk clock.Clock) (*Scheduler, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -58,21 +59,29 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, fmt.Errorf("error generating the lease owner name: %w", err)
 	}
 	s := &Scheduler{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		sorter:   newEventSorter(cfg.ServerName, cfg.Services, cfg.Rooms),
-		services: make(map[string]*service, len(cfg.Services)),
-		limits:   txnLimits(cfg),
-		owner:    "asdeliver-" + hex.EncodeToString(id[:]),
-		stopping: make(chan struct{}),
-		newTimer: func(d time.Duration) (<-chan time.Time, func() bool) {
-			t := time.NewTimer(d)
-			return t.C, t.Stop
-		},
+		cfg:        cfg,
+		log:        cfg.Logger,
+		clock:      clk,
+		sorter:     newEventSorter(cfg.ServerName, cfg.Services, cfg.Rooms),
+		deliverers: make(map[string]*deliverer, len(cfg.Services)),
+		owner:      "asdeliver-" + hex.EncodeToString(id[:]),
+		sender:     wire.NewSender(cfg.HTTPClient, cfg.ConnectTimeout, cfg.AnswerTimeout),
+	}
+	deps := deliveryDeps{
+		store:     cfg.Store,
+		sender:    s.sender,
+		clock:     clk,
+		log:       cfg.Logger,
+		limits:    txnLimits(cfg),
+		retry:     retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, jitter: cfg.RetryJitter},
+		owner:     s.owner,
+		leaseTTL:  defaultLeaseTTL,
+		pause:     cfg.PollInterval,
+		queryAuth: cfg.LegacyQueryAuth,
 	}
 	for _, reg := range cfg.Services {
 		if reg.URL != "" {
-			s.services[reg.ID] = newService(s, reg)
+			s.deliverers[reg.ID] = newDeliverer(deps, reg)
 		}
 	}
 	s.pool = newEventPool(cfg.Store, cfg.MaxPoolEvents, cfg.MaxPoolBytes, s.wakeServices, s.countQueued)
@@ -97,24 +106,24 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		return fmt.Errorf("error checking the store: %w", err)
 	}
 	for _, b := range backlogs {
-		if svc := s.services[b.Service]; svc != nil {
-			svc.queued.Store(int64(b.Queued))
+		if d := s.deliverers[b.Service]; d != nil {
+			d.queued.Store(int64(b.Queued))
 			continue
 		}
 		s.log.Warn("the store holds work for a service that is not configured; it is kept until purged",
 			"service", b.Service, "txns", b.Txns, "queued", b.Queued)
 	}
-	s.sender = wire.NewSender(s.cfg.HTTPClient, s.cfg.ConnectTimeout, s.cfg.AnswerTimeout)
 
-	// The run context carries ctx's values but not its end: Stop ends it.
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
-	// Commits begun before Stop finish even after Stop cancels runCtx.
-	s.wg.Go(func() { s.pool.run(context.WithoutCancel(runCtx)) })
-	for _, svc := range s.services {
-		s.wg.Go(func() { svc.run(runCtx) })
+	// The goroutines' run context carries ctx's values but not its end:
+	// Stop ends it.
+	g := lifecycle.New(ctx)
+	g.Go(func(ctx context.Context) { s.pool.run(ctx, g.Stopping()) })
+	for _, d := range s.deliverers {
+		g.Go(func(ctx context.Context) { d.run(ctx, g.Stopping()) })
 	}
-	s.wg.Go(func() { s.poll(runCtx, s.cfg.PollInterval) })
+	p := &poller{store: s.cfg.Store, clock: s.clock, interval: s.cfg.PollInterval, log: s.log, deliverers: s.deliverers}
+	g.Go(func(ctx context.Context) { p.run(ctx, g.Stopping()) })
+	s.group = g
 	s.state = stateStarted
 	return nil
 }
@@ -124,49 +133,28 @@ func (s *Scheduler) Start(ctx context.Context) error {
 // flight may finish until ctx ends, then it is cancelled. Stop always waits
 // for every goroutine the scheduler started and returns ctx.Err() if ctx
 // ended first. It does not close the Store. Nothing accepted is lost: the
-// next Start on the same Store delivers it. Stop before Start, or twice,
-// returns nil.
+// next Start on the same Store delivers it. Every call returns only once
+// the scheduler has stopped (or its own ctx has ended), also when several
+// run at once. Stop before Start returns nil.
 func (s *Scheduler) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	if s.state != stateStarted {
-		s.state = stateStopped
-		s.mu.Unlock()
-		return nil
-	}
 	s.state = stateStopped
-	close(s.stopping)
+	g := s.group
 	s.mu.Unlock()
-
-	s.pool.close()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
+	if g == nil {
+		return nil // never started
 	}
-	s.cancel()
-	<-done
+	err := g.Stop(ctx)
 	s.sender.CloseIdleConnections()
 	return err
-}
-
-func (s *Scheduler) isStopping() bool {
-	select {
-	case <-s.stopping:
-		return true
-	default:
-		return false
-	}
 }
 
 // wakeServices wakes the owners of services with work the store has just
 // ordered, before its commit (see eventPool.commit).
 func (s *Scheduler) wakeServices(queued map[string]int) {
 	for id := range queued {
-		if svc := s.services[id]; svc != nil {
-			svc.wake()
+		if d := s.deliverers[id]; d != nil {
+			d.wake()
 		}
 	}
 }
@@ -177,10 +165,10 @@ func (s *Scheduler) wakeServices(queued map[string]int) {
 // them.
 func (s *Scheduler) countQueued(queued map[string]int, woken bool) {
 	for id, n := range queued {
-		if svc := s.services[id]; svc != nil {
-			svc.queued.Add(int64(n))
+		if d := s.deliverers[id]; d != nil {
+			d.queued.Add(int64(n))
 			if !woken {
-				svc.wake()
+				d.wake()
 			}
 		}
 	}
@@ -253,7 +241,7 @@ func (s *Scheduler) Enqueue(ctx context.Context, events ...Event) error {
 // is cut short. It never changes state and is a no-op for a service that
 // is UP or unknown.
 func (s *Scheduler) ServiceUp(serviceID string) {
-	if svc := s.services[serviceID]; svc != nil {
-		svc.serviceUp()
+	if d := s.deliverers[serviceID]; d != nil {
+		d.serviceUp()
 	}
 }

@@ -294,20 +294,11 @@ func TestBackoffDoublesCapsResetsAndNeverGivesUp(t *testing.T) {
 	})
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.RetryInitial, cfg.RetryMax = 0, 0 // the defaults: 2 s doubling to 512 s
-	s, err := New(cfg)
-	require.NoError(t, err)
-	var mu sync.Mutex
-	var waits []time.Duration
-	s.newTimer = func(d time.Duration) (<-chan time.Time, func() bool) {
-		mu.Lock()
-		waits = append(waits, d)
-		mu.Unlock()
-		c := make(chan time.Time, 1)
-		c <- time.Time{} // fire at once: the test drives time
-		return c, func() bool { return true }
-	}
-	require.NoError(t, s.Start(ctx))
-	defer func() { require.NoError(t, s.Stop(ctx)) }()
+	logs := &logRecorder{}
+	cfg.Logger = slog.New(logs)
+	// The fake clock moves to the deliverer's next timer at once: the test
+	// drives time, and reads the waits the Recoverer chose from its log.
+	s, _ := startWithClock(t, cfg, 2)
 	require.NoError(t, s.Enqueue(ctx, event("$1", "!r", "@a_x")))
 	waitDelivered(t, as, 1)
 	require.NoError(t, s.Enqueue(ctx, event("$2", "!r", "@a_x")))
@@ -317,9 +308,8 @@ func TestBackoffDoublesCapsResetsAndNeverGivesUp(t *testing.T) {
 	want := []time.Duration{2 * sec, 4 * sec, 8 * sec, 16 * sec, 32 * sec, 64 * sec, 128 * sec, 256 * sec,
 		512 * sec, 512 * sec, 512 * sec, 512 * sec, 512 * sec, 512 * sec, // capped, never giving up
 		2 * sec} // back to the start after a delivered transaction
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Equal(t, want, waits)
+	waitFor(t, "the last wait to be logged", func() bool { return len(logs.durations(msgWaiting, "backoff")) >= len(want) })
+	assert.Equal(t, want, logs.durations(msgWaiting, "backoff"))
 }
 
 func TestRestartOnSameSQLiteFileContinuesTxnIDs(t *testing.T) {

@@ -3,8 +3,10 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
+	"github.com/asdeliver/scheduler/internal/clock"
 	"github.com/asdeliver/scheduler/store"
 )
 
@@ -256,35 +258,46 @@ func anyMatches(values []string, pred func(string) bool) bool {
 	return false
 }
 
-// poll runs until ctx ends or stopping closes: every interval it asks the
-// Store which services have pending work and wakes their owners, and warns
+// poller is the EventSorter's ticker: every interval it asks the Store
+// which services have pending work and wakes their deliverers, so work
+// left by a restart or appended by another process is found. It warns
 // once about work stored for a service that is not configured.
-func (s *Scheduler) poll(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+type poller struct {
+	store      store.Store
+	clock      clock.Clock
+	interval   time.Duration
+	log        *slog.Logger
+	deliverers map[string]*deliverer
+}
+
+// run polls until stopping closes or ctx ends.
+func (p *poller) run(ctx context.Context, stopping <-chan struct{}) {
 	warned := make(map[string]bool)
 	for {
+		t := p.clock.NewTimer(p.interval)
 		select {
-		case <-s.stopping:
+		case <-stopping:
+			t.Stop()
 			return
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-t.C:
+		case <-t.C():
 		}
-		backlogs, err := s.cfg.Store.Backlogs(ctx)
+		backlogs, err := p.store.Backlogs(ctx)
 		if err != nil {
-			s.log.Warn("error polling the store for pending work", "error", err)
+			p.log.Warn("error polling the store for pending work", "error", err)
 			continue
 		}
 		for _, b := range backlogs {
-			if svc := s.services[b.Service]; svc != nil {
-				svc.queued.Store(int64(b.Queued))
-				svc.wake()
+			if d := p.deliverers[b.Service]; d != nil {
+				d.queued.Store(int64(b.Queued))
+				d.wake()
 				continue
 			}
 			if !warned[b.Service] {
 				warned[b.Service] = true
-				s.log.Warn("the store holds work for a service that is not configured; it is kept until purged",
+				p.log.Warn("the store holds work for a service that is not configured; it is kept until purged",
 					"service", b.Service, "txns", b.Txns, "queued", b.Queued)
 			}
 		}

@@ -69,17 +69,17 @@ func (s *Scheduler) Status(ctx context.Context, serviceID string) (ServiceStatus
 	}
 	st := ServiceStatus{ID: serviceID, StoredTxns: b.Txns, QueuedEvents: b.Queued}
 	if !b.Oldest.IsZero() {
-		st.OldestWaiting = time.Since(b.Oldest)
+		st.OldestWaiting = s.clock.Now().Sub(b.Oldest)
 	}
-	svc := s.services[serviceID]
-	if svc == nil {
+	d := s.deliverers[serviceID]
+	if d == nil {
 		if b.Txns == 0 && b.Queued == 0 {
 			return ServiceStatus{}, fmt.Errorf("%w: %q", ErrUnknownService, serviceID)
 		}
 		st.State = StateUnconfigured
 		return st, nil
 	}
-	snap := svc.snapshot()
+	snap := d.snapshot()
 	st.State = StateUp
 	if snap.down {
 		st.State = StateDown
@@ -100,11 +100,11 @@ func (s *Scheduler) Status(ctx context.Context, serviceID string) (ServiceStatus
 // purged (remove it from the configuration first). It fails while another
 // process holds the service's lease.
 func (s *Scheduler) Purge(ctx context.Context, serviceID string) error {
-	if s.services[serviceID] != nil {
+	if s.deliverers[serviceID] != nil {
 		return fmt.Errorf("service %q is configured: remove it from Config.Services before purging its work", serviceID)
 	}
 	st := s.cfg.Store
-	epoch, err := st.Claim(ctx, serviceID, s.owner, leaseTTL)
+	epoch, err := st.Claim(ctx, serviceID, s.owner, defaultLeaseTTL)
 	if err != nil {
 		if errors.Is(err, store.ErrLeaseHeld) {
 			return fmt.Errorf("error purging %q: another process is delivering to it: %w", serviceID, err)
