@@ -80,3 +80,19 @@ func (h *logRecorder) durations(msg, key string) []time.Duration {
 // msgWaiting is what the Recoverer logs, with attribute "backoff", before
 // each wait.
 const msgWaiting = "application service is down; waiting before retrying"
+
+// texts returns every record as its message followed by its attributes.
+func (h *logRecorder) texts() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.records))
+	for _, r := range h.records {
+		text := r.Message
+		r.Attrs(func(a slog.Attr) bool {
+			text += " " + a.String()
+			return true
+		})
+		out = append(out, text)
+	}
+	return out
+}

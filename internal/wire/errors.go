@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -90,57 +89,6 @@ func (e *opError) Unwrap() error { return e.err }
 func failure(op string, err error, token string, more []string) error {
 	msg := "wire: " + op + ": " + err.Error()
 	return &opError{msg: string(redact([]byte(msg), token, more)), err: err}
-}
-
-// redactedMark replaces every secret in excerpts and error messages.
-const redactedMark = "<redacted>"
-
-// redact returns b with every byte that belongs to an occurrence of token
-// or one of more (empty ones ignored) replaced, each maximal run of such bytes by a
-// single redactedMark. Overlapping and adjacent occurrences of different
-// secrets are covered together, so no part of any of them survives. It
-// returns b itself when no secret occurs in it.
-func redact(b []byte, token string, more []string) []byte {
-	var covered []bool
-	for i := -1; i < len(more); i++ {
-		s := token
-		if i >= 0 {
-			s = more[i]
-		}
-		if s == "" {
-			continue
-		}
-		for from := 0; ; {
-			i := bytes.Index(b[from:], []byte(s))
-			if i < 0 {
-				break
-			}
-			if covered == nil {
-				covered = make([]bool, len(b))
-			}
-			i += from
-			for k := i; k < i+len(s); k++ {
-				covered[k] = true
-			}
-			from = i + 1
-		}
-	}
-	if covered == nil {
-		return b
-	}
-	out := make([]byte, 0, len(b))
-	for i := 0; i < len(b); {
-		if !covered[i] {
-			out = append(out, b[i])
-			i++
-			continue
-		}
-		out = append(out, redactedMark...)
-		for i < len(b) && covered[i] {
-			i++
-		}
-	}
-	return out
 }
 
 // excerptMax is the most bytes of an answer an excerpt keeps, before the

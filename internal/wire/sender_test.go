@@ -478,6 +478,9 @@ func TestExcerptAndErrorRedactTokens(t *testing.T) {
 		{"token across the end of the excerpt", func(*http.Request) string {
 			return strings.Repeat("x", excerptMax-5) + hsToken + asToken
 		}},
+		{"tokens echoed JSON-escaped and percent-encoded", func(*http.Request) string {
+			return `{"error":"bad token ` + escapeAll(hsToken) + ` for ` + percentAll(asToken) + `"}`
+		}},
 		{"token at the end of the excerpt", func(*http.Request) string {
 			return strings.Repeat("x", excerptMax-len(hsToken)) + hsToken + "yyy"
 		}},
