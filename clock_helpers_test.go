@@ -96,3 +96,16 @@ func (h *logRecorder) texts() []string {
 	}
 	return out
 }
+
+// count returns how many records have message msg.
+func (h *logRecorder) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.records {
+		if r.Message == msg {
+			n++
+		}
+	}
+	return n
+}

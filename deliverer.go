@@ -131,6 +131,7 @@ type serviceStatus struct {
 	nextRetry   time.Time
 	failures    int // consecutive failed attempts
 	delivered   int64
+	damagedTxn  int64 // the stored transaction that failed its hash check last, if any
 }
 
 func newDeliverer(deps deliveryDeps, reg *Registration) *deliverer {
@@ -426,7 +427,13 @@ func (d *deliverer) put(ctx context.Context, txn *store.Txn, verify bool) error 
 	if verify && !bytes.Equal(store.HashItems(txn.Items), txn.Hash) {
 		// The stored items no longer match what was formed: sending them
 		// under the same ID would break the promise of identical retries.
-		return fmt.Errorf("stored transaction %d of %s fails its hash check; refusing to send it", txn.ID, d.reg.ID)
+		// The service stays DOWN, retried with backoff (the store may
+		// read right again), until an operator steps in.
+		err := fmt.Errorf("%w: stored transaction %d fails its hash check: its items changed since it was formed "+
+			"(a damaged store?); it is not sent. To drop the service's stored work, remove it from "+
+			"Config.Services and call Scheduler.Purge", errSendFailed, txn.ID)
+		d.noteDamaged(err, txn)
+		return err
 	}
 	body, err := wire.Body(txn.Format, txn.Items)
 	if err != nil {
@@ -459,6 +466,7 @@ func (d *deliverer) complete(ctx context.Context, txn *store.Txn) error {
 
 func (d *deliverer) noteSuccess(res wire.Result, items int) {
 	d.mu.Lock()
+	d.status.damagedTxn = 0
 	d.status.lastSuccess = d.clock.Now()
 	d.status.lastHTTP = res.Status
 	d.status.lastAnswer = res.Excerpt
@@ -481,6 +489,21 @@ func (d *deliverer) noteFailure(res wire.Result, err error, txn *store.Txn) {
 		return
 	}
 	d.log.Warn("error delivering transaction", attrs...)
+}
+
+// noteDamaged records a stored transaction that cannot be sent as it was
+// formed. It logs at ERROR once per such transaction, not at every retry.
+func (d *deliverer) noteDamaged(err error, txn *store.Txn) {
+	d.mu.Lock()
+	d.status.lastError = err.Error()
+	d.status.lastHTTP, d.status.lastAnswer = 0, ""
+	d.status.failures++
+	first := d.status.damagedTxn != txn.ID
+	d.status.damagedTxn = txn.ID
+	d.mu.Unlock()
+	if first {
+		d.log.Error("stored transaction cannot be sent", "txn_id", txn.ID, "error", err)
+	}
 }
 
 // noteNextRetry records when the Recoverer retries next.
