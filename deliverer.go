@@ -16,15 +16,6 @@ import (
 	"github.com/asdeliver/scheduler/store"
 )
 
-// The lease on a service keeps one sender per service across processes.
-// defaultLeaseTTL outlives the longest PUT (connect and answer timeouts);
-// the owner renews it every ttl/leaseRenewals, also while it waits, so it
-// never lapses while its holder lives.
-const (
-	defaultLeaseTTL = 5 * time.Minute
-	leaseRenewals   = 5
-)
-
 // completeTimeout bounds recording a delivered transaction during Stop,
 // after the run context is gone: skipping it would only cause a duplicate.
 const completeTimeout = 5 * time.Second
@@ -105,11 +96,9 @@ type deliverer struct {
 	upCh   chan struct{} // capacity 1: the AS says it is back (ServiceUp)
 
 	// Owned by the run goroutine.
-	stopping  <-chan struct{} // closed when Stop begins; set by run
-	phase     phase
-	epoch     store.Epoch
-	renewAt   time.Time // when the lease is next renewed
-	leaseLost bool      // a renewal found the lease gone: claim again
+	stopping <-chan struct{} // closed when Stop begins; set by run
+	phase    phase
+	lease    lease
 
 	// queued estimates the items queued and not yet in a transaction:
 	// raised by this process's commits, lowered by formations, set from
@@ -166,7 +155,8 @@ func (d *deliverer) run(ctx context.Context, stopping <-chan struct{}) {
 		var err error
 		switch {
 		case d.phase == unclaimed:
-			if err = d.claim(ctx); err == nil {
+			var held bool
+			if held, err = d.claim(ctx); held {
 				d.setPhase(resume)
 			}
 		case d.phase.isDown():
@@ -181,7 +171,7 @@ func (d *deliverer) run(ctx context.Context, stopping <-chan struct{}) {
 		case errors.Is(err, errStale):
 			d.log.Warn("lease on the service lapsed or was taken by another process; claiming it again")
 			resume = d.phase.resumed()
-			d.epoch = 0
+			d.lease = lease{}
 			d.setPhase(unclaimed)
 		default:
 			// The failed call may have changed the Store all the same, or
@@ -213,75 +203,20 @@ func (d *deliverer) setPhase(p phase) {
 	d.mu.Unlock()
 }
 
-// claim obtains the lease. It returns an error wrapping store.ErrLeaseHeld
-// or the Store's error after a pause, so run tries again; errStopping when
-// the scheduler stops first.
-func (d *deliverer) claim(ctx context.Context) error {
-	epoch, err := d.store.Claim(ctx, d.reg.ID, d.owner, d.leaseTTL)
-	if err != nil {
-		if !errors.Is(err, store.ErrLeaseHeld) {
-			d.log.Error("error claiming the service's lease", "error", err)
-		}
-		return d.sleep(ctx, d.pause)
-	}
-	d.epoch, d.leaseLost = epoch, false
-	d.renewAt = d.clock.Now().Add(d.leaseTTL / leaseRenewals)
-	return nil
-}
-
-// renewDue renews the lease if it is time to. It returns errStale when the
-// lease is lost, or the Store's error.
-func (d *deliverer) renewDue(ctx context.Context) error {
-	if d.leaseLost {
-		return errStale
-	}
-	if d.clock.Now().Before(d.renewAt) {
-		return nil
-	}
-	epoch, err := d.store.Claim(ctx, d.reg.ID, d.owner, d.leaseTTL)
-	switch {
-	case errors.Is(err, store.ErrLeaseHeld):
-		d.leaseLost = true
-		return errStale
-	case err != nil:
-		return fmt.Errorf("error renewing the lease: %w", err)
-	case epoch != d.epoch:
-		// The lease lapsed and this claim is a new grant: whatever was
-		// formed under the old epoch may have been taken over meanwhile.
-		d.leaseLost = true
-		return errStale
-	}
-	d.renewAt = d.clock.Now().Add(d.leaseTTL / leaseRenewals)
-	return nil
-}
-
-func (d *deliverer) release() {
-	if d.epoch == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), completeTimeout)
-	defer cancel()
-	if err := d.store.Release(ctx, d.reg.ID, d.epoch); err != nil && !errors.Is(err, store.ErrStaleEpoch) {
-		d.log.Warn("error releasing the service's lease", "error", err)
-	}
-	d.epoch = 0
-}
-
 // forever is a wait with no deadline: only a cut, Stop or the lease ends it.
 const forever time.Duration = -1
 
 // wait waits for dur (forever: no deadline) or until cut receives, and
-// renews the lease whenever it is due meanwhile, so that no wait, however
-// long, lets it lapse. A renewal that fails with a Store error is retried
-// after a pause. It returns errStopping when the scheduler stops first and
-// errStale when the lease is lost.
+// renews the lease whenever it is due meanwhile (see renewDue), so that no
+// wait, however long, lets it lapse. It returns errStopping when the
+// scheduler stops first and errStale when the lease is lost.
 func (d *deliverer) wait(ctx context.Context, dur time.Duration, cut <-chan struct{}) error {
 	deadline := d.clock.Now().Add(dur)
 	for {
 		now := d.clock.Now()
 		step, renewing := deadline.Sub(now), false
-		if dur == forever || d.renewAt.Before(deadline) {
-			step, renewing = max(d.renewAt.Sub(now), 0), true
+		if dur == forever || d.lease.renewAt.Before(deadline) {
+			step, renewing = max(d.lease.renewAt.Sub(now), 0), true
 		}
 		if !renewing && step <= 0 {
 			return nil
@@ -303,11 +238,7 @@ func (d *deliverer) wait(ctx context.Context, dur time.Duration, cut <-chan stru
 			return nil
 		}
 		if err := d.renewDue(ctx); err != nil {
-			if errors.Is(err, errStale) {
-				return err
-			}
-			d.log.Warn("error renewing the service's lease; retrying", "error", err)
-			d.renewAt = d.clock.Now().Add(d.pause)
+			return err
 		}
 	}
 }
@@ -405,7 +336,7 @@ func (d *deliverer) form(ctx context.Context) (*store.Txn, error) {
 	// The body format follows the registration as it is now, and is
 	// recorded with the transaction: its retries keep it.
 	format := wire.FormatFor(bodyFlags(d.reg))
-	txn, err := d.store.NextTxn(ctx, d.reg.ID, d.epoch, format, d.limits)
+	txn, err := d.store.NextTxn(ctx, d.reg.ID, d.lease.epoch, format, d.limits)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, errStopping // Stop ran out of time: not a store error
@@ -458,7 +389,7 @@ func (d *deliverer) put(ctx context.Context, txn *store.Txn, verify bool) error 
 func (d *deliverer) complete(ctx context.Context, txn *store.Txn) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), completeTimeout)
 	defer cancel()
-	if err := d.store.Complete(cctx, d.reg.ID, d.epoch, txn.ID); err != nil {
+	if err := d.store.Complete(cctx, d.reg.ID, d.lease.epoch, txn.ID); err != nil {
 		return storeErr("completing a delivered transaction", err)
 	}
 	return nil

@@ -63,7 +63,7 @@ func (d *deliverer) recover(ctx context.Context) error {
 			d.setPhase(upForming)
 			return nil
 		}
-		if err := d.put(ctx, txn, fromStore); err != nil {
+		if err := d.startPut(ctx, txn, fromStore)(); err != nil {
 			if !isSendFailure(err) {
 				return err
 			}

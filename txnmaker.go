@@ -50,14 +50,13 @@ func (d *deliverer) deliverWhileUp(ctx context.Context) error {
 			}
 		}
 
-		putErr := make(chan error, 1)
-		go func(txn *store.Txn, verify bool) { putErr <- d.put(ctx, txn, verify) }(cur, fromStore)
+		awaitPut := d.startPut(ctx, cur, fromStore)
 		var ahead *store.Txn
 		var formErr error
 		if d.mayFormAhead() && d.fullBatchWaiting() {
 			ahead, formErr = d.form(ctx)
 		}
-		err := <-putErr
+		err := awaitPut()
 		if err == nil {
 			var forming sync.WaitGroup
 			if ahead == nil && formErr == nil && d.mayFormAhead() && d.queued.Load() > 0 {
