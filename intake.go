@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/asdeliver/scheduler/internal/eventjson"
 	"github.com/asdeliver/scheduler/internal/wire"
 	"github.com/asdeliver/scheduler/store"
 )
@@ -132,35 +133,26 @@ func ParseEphemeralEvent(raw []byte) (EphemeralEvent, error) {
 // scanEphemeral checks raw as ParseEphemeralEvent documents and returns its
 // type, room_id (typing, receipts) and sender (presence), or why not.
 func scanEphemeral(raw []byte) (typ, room, sender, reason string) {
-	var f eventFields
-	if err := scanEvent(raw, &f); err != nil {
+	var f eventjson.Fields
+	if err := eventjson.Scan(raw, &f); err != nil {
 		return "", "", "", err.Error()
 	}
 	whole := string(raw)
-	str := func(k int) (string, string) {
-		switch {
-		case f.seen&(1<<k) == 0:
-			return "", "missing " + keyNames[k]
-		case f.notString&(1<<k) != 0:
-			return "", keyNames[k] + " is not a string"
-		}
-		s, err := f.value(whole, k)
+	str := func(k eventjson.Key) (string, string) {
+		s, err := f.Required(whole, k)
 		if err != nil {
 			return "", err.Error()
 		}
-		if s == "" {
-			return "", keyNames[k] + " is empty"
-		}
 		return s, ""
 	}
-	if typ, reason = str(keyType); reason != "" {
+	if typ, reason = str(eventjson.Type); reason != "" {
 		return "", "", "", reason
 	}
 	switch typ {
 	case typeTyping, typeReceipt:
-		room, reason = str(keyRoomID)
+		room, reason = str(eventjson.RoomID)
 	case typePresence:
-		sender, reason = str(keySender)
+		sender, reason = str(eventjson.Sender)
 		if reason == "" && !isUserID(sender) {
 			reason = fmt.Sprintf("sender %s is not a user ID (@localpart:server)", quoteShort(sender))
 		}
@@ -280,7 +272,7 @@ func (m *ToDeviceMessage) validate(index int) error {
 			return fail("ToDeviceMessage." + f.name + " is not valid UTF-8")
 		}
 	}
-	if err := checkObject(m.Content); err != nil {
+	if err := eventjson.CheckObject(m.Content); err != nil {
 		return fail("ToDeviceMessage.Content: " + err.Error())
 	}
 	return nil
@@ -400,23 +392,6 @@ func (c *DeviceKeyCounts) validate(index int) error {
 func isUserID(s string) bool {
 	i := strings.IndexByte(s, ':')
 	return len(s) >= 4 && s[0] == '@' && i > 1 && i < len(s)-1 && utf8.ValidString(s)
-}
-
-// checkObject checks that data is exactly one JSON object in valid UTF-8.
-func checkObject(data []byte) error {
-	s := jsonScanner{data: data}
-	s.skipSpace()
-	switch {
-	case s.pos >= len(data):
-		return fmt.Errorf("empty: it must be a JSON object")
-	case data[s.pos] != '{':
-		return fmt.Errorf("not a JSON object")
-	case !s.value(0):
-		return s.err
-	case s.skipSpace() != len(data):
-		return s.fail("invalid character after top-level value")
-	}
-	return nil
 }
 
 // accepting returns nil while the scheduler takes new work, else
