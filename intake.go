@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/asdeliver/scheduler/internal/eventjson"
+	"github.com/asdeliver/scheduler/internal/interest"
 	"github.com/asdeliver/scheduler/internal/wire"
 	"github.com/asdeliver/scheduler/store"
 )
@@ -488,7 +489,7 @@ func (s *Scheduler) EnqueueEphemeral(ctx context.Context, events ...EphemeralEve
 	if err := s.checkCallSize(len(events), size, "ephemeral events"); err != nil {
 		return err
 	}
-	ri := newRoomInfo(s.cfg.Rooms)
+	ri := s.sorter.lookups()
 	var entries []store.Entry
 	var ids []string
 	for i := range events {
@@ -552,7 +553,7 @@ func (s *Scheduler) EnqueueToDevice(ctx context.Context, msgs ...ToDeviceMessage
 		if err := s.checkItemSize(ErrInvalidToDevice, i, len(data)); err != nil {
 			return err
 		}
-		ids := s.sorter.userInterest(m.ToUserID, wantsEphemeral, nil)
+		ids := s.sorter.services.WantUser(interest.Ephemeral, m.ToUserID, nil)
 		if len(ids) > 0 {
 			entries = append(entries, store.Entry{
 				Item:     store.Item{Kind: store.KindToDevice, Key: m.key(), Data: data},
@@ -587,18 +588,18 @@ func (s *Scheduler) EnqueueDeviceLists(ctx context.Context, changes DeviceListCh
 	if err := s.checkCallSize(len(changes.Changed)+len(changes.Left), 0, "users in device-list changes"); err != nil {
 		return err
 	}
-	ri := newRoomInfo(s.cfg.Rooms)
+	ri := s.sorter.lookups()
 	var entries []store.Entry
 	byData := make(map[string]int) // data → its entry, shared by services owed the same users
 	for _, m := range s.sorter.services {
-		if !m.deviceData {
+		if m.OptIns&interest.DeviceData == 0 {
 			continue
 		}
-		changed, err := ri.usersOfInterest(ctx, m, changes.Changed)
+		changed, err := ri.UsersOfInterest(ctx, m, changes.Changed)
 		if err != nil {
 			return fmt.Errorf("error deciding interest in device-list changes: %w", err)
 		}
-		left, err := ri.usersOfInterest(ctx, m, changes.Left)
+		left, err := ri.UsersOfInterest(ctx, m, changes.Left)
 		if err != nil {
 			return fmt.Errorf("error deciding interest in device-list changes: %w", err)
 		}
@@ -611,13 +612,13 @@ func (s *Scheduler) EnqueueDeviceLists(ctx context.Context, changes DeviceListCh
 					Reason: fmt.Sprintf("one user ID takes %d bytes, more than Config.MaxTxnBytes (%d)", len(data), s.cfg.MaxTxnBytes)}
 			}
 			if i, ok := byData[string(data)]; ok {
-				entries[i].Services = append(entries[i].Services, m.id)
+				entries[i].Services = append(entries[i].Services, m.ID)
 				continue
 			}
 			byData[string(data)] = len(entries)
 			entries = append(entries, store.Entry{
 				Item:     store.Item{Kind: store.KindDeviceLists, Data: data},
-				Services: []string{m.id},
+				Services: []string{m.ID},
 			})
 		}
 	}
@@ -670,7 +671,7 @@ func (s *Scheduler) EnqueueDeviceKeyCounts(ctx context.Context, counts ...Device
 		if err := s.checkItemSize(ErrInvalidKeyCounts, i, len(data)); err != nil {
 			return err
 		}
-		if ids := s.sorter.userInterest(c.UserID, wantsDeviceData, nil); len(ids) > 0 {
+		if ids := s.sorter.services.WantUser(interest.DeviceData, c.UserID, nil); len(ids) > 0 {
 			entries = append(entries, store.Entry{
 				Item:     store.Item{Kind: store.KindKeyCounts, Data: data},
 				Services: ids,

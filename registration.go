@@ -8,12 +8,10 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"regexp"
-	"regexp/syntax"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
+	"github.com/asdeliver/scheduler/internal/interest"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -102,12 +100,8 @@ type Namespace struct {
 	// events the service is sent.
 	Exclusive bool
 
-	// Set by compile (called by validate); compiled is the Regex they
-	// were made from.
-	compiled       string
-	re             *regexp.Regexp // "^(?:" + Regex + ")"
-	prefix         string         // every match starts with it
-	prefixComplete bool           // a string matches iff it starts with prefix
+	// re is Regex compiled, set by compile (called by validate).
+	re *interest.Pattern
 }
 
 // UserID returns the user ID of the application service's own user,
@@ -670,131 +664,16 @@ func checkASURL(raw string) (string, string) {
 }
 
 // compile compiles n.Regex into n.re unless that is done, and returns why
-// it cannot (then n matches nothing). The pattern is compiled alone first, so that a pattern such as
-// "a)|(b" cannot escape the anchoring group, and errors point into it.
+// it cannot (then n matches nothing).
 func (n *Namespace) compile() string {
-	if n.re != nil && n.compiled == n.Regex {
+	if n.re != nil && n.re.Regex() == n.Regex {
 		return ""
 	}
-	n.re, n.compiled, n.prefix, n.prefixComplete = nil, "", "", false
-	if _, err := regexp.Compile(n.Regex); err != nil {
-		reason := fmt.Sprintf("%s does not compile: %v", quoteShort(n.Regex), err)
-		if hint := pythonOnlySyntax(n.Regex); hint != "" {
-			reason += "; " + hint
-		}
-		return reason
-	}
-	re, err := regexp.Compile("^(?:" + n.Regex + ")")
+	n.re = nil
+	re, err := interest.Compile(n.Regex)
 	if err != nil {
 		return fmt.Sprintf("%s does not compile: %v", quoteShort(n.Regex), err)
 	}
-	n.prefix, n.prefixComplete = literalPrefix(n.Regex)
-	n.re, n.compiled = re, n.Regex
+	n.re = re
 	return ""
-}
-
-// matches reports whether s matches the namespace: whether the regex
-// matches at the start of s, as Python's re.match does. It is false for a
-// namespace that was not compiled.
-func (n *Namespace) matches(s string) bool {
-	if n.re == nil || !strings.HasPrefix(s, n.prefix) {
-		return false
-	}
-	if n.prefixComplete {
-		return true
-	}
-	return n.re.MatchString(s)
-}
-
-// literalPrefix returns the literal text every match of pattern, anchored
-// at the start of the string, begins with, and whether a string matches
-// exactly when it begins with it. It looks past a leading '^'. (Go's
-// Regexp.LiteralPrefix gives nothing for an anchored pattern.)
-func literalPrefix(pattern string) (string, bool) {
-	re, err := syntax.Parse(pattern, syntax.Perl)
-	if err != nil {
-		return "", false
-	}
-	re = re.Simplify()
-	subs := []*syntax.Regexp{re}
-	if re.Op == syntax.OpConcat {
-		subs = re.Sub
-	}
-	var prefix []rune
-	for i, sub := range subs {
-		switch {
-		case sub.Op == syntax.OpBeginText || sub.Op == syntax.OpBeginLine || sub.Op == syntax.OpEmptyMatch:
-			// Hold at the start of the string.
-			if len(prefix) > 0 {
-				return string(prefix), false
-			}
-		case sub.Op == syntax.OpLiteral && sub.Flags&syntax.FoldCase == 0:
-			for _, r := range sub.Rune {
-				if r == utf8.RuneError {
-					// It also matches any invalid UTF-8 byte.
-					return string(prefix), false
-				}
-				prefix = append(prefix, r)
-			}
-		default:
-			return string(prefix), false
-		}
-		if i == len(subs)-1 {
-			return string(prefix), true
-		}
-	}
-	return string(prefix), len(subs) == 0
-}
-
-// pythonOnlySyntax names the Python regex syntax in pattern that Go's RE2
-// does not support, or returns "".
-func pythonOnlySyntax(pattern string) string {
-	var lookaround, backref, bigZ bool
-	inClass := false
-	for i := 0; i < len(pattern); i++ {
-		c := pattern[i]
-		switch {
-		case c == '\\' && i+1 < len(pattern):
-			next := pattern[i+1]
-			if !inClass && next >= '1' && next <= '9' {
-				backref = true
-			}
-			if !inClass && next == 'Z' {
-				bigZ = true
-			}
-			i++
-		case inClass:
-			if c == ']' {
-				inClass = false
-			}
-		case c == '[':
-			inClass = true
-			// A ']' right after '[' or '[^' is a literal.
-			if strings.HasPrefix(pattern[i+1:], "^]") {
-				i += 2
-			} else if strings.HasPrefix(pattern[i+1:], "]") {
-				i++
-			}
-		case c == '(':
-			rest := pattern[i:]
-			switch {
-			case strings.HasPrefix(rest, "(?="), strings.HasPrefix(rest, "(?!"),
-				strings.HasPrefix(rest, "(?<="), strings.HasPrefix(rest, "(?<!"):
-				lookaround = true
-			case strings.HasPrefix(rest, "(?P="):
-				backref = true
-			}
-		}
-	}
-	var hints []string
-	if lookaround {
-		hints = append(hints, "Go's RE2 regexp engine does not support look-arounds ((?=...), (?!...), (?<=...), (?<!...)) that Python accepts: rewrite the pattern without them")
-	}
-	if backref {
-		hints = append(hints, "Go's RE2 regexp engine does not support back-references (\\1, (?P=name)) that Python accepts: rewrite the pattern without them")
-	}
-	if bigZ {
-		hints = append(hints, "Go writes Python's \\Z (end of text) as \\z")
-	}
-	return strings.Join(hints, "; ")
 }

@@ -227,7 +227,7 @@ func (s *Scheduler) Enqueue(ctx context.Context, events ...Event) error {
 		return err
 	}
 
-	rooms := newRoomInfo(s.cfg.Rooms)
+	rooms := s.sorter.lookups()
 	var entries []store.Entry
 	var ids []string
 	for i := range events {
