@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/asdeliver/scheduler/internal/regfile"
 	"github.com/stretchr/testify/require"
 )
 
@@ -626,7 +627,7 @@ func FuzzParseRegistration(f *testing.F) {
 		require.NotEmpty(t, r.HSToken)
 		require.NotEmpty(t, r.SenderLocalpart)
 		if r.URL != "" {
-			u, reason := checkASURL(r.URL)
+			u, reason := regfile.CheckURL(r.URL)
 			require.Empty(t, reason)
 			require.Equal(t, r.URL, u, "URL has no trailing '/'")
 		}
