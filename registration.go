@@ -216,12 +216,9 @@ func (r *Registration) decode(data []byte) error {
 
 // namespaces returns the namespace entries of a file, nil for none.
 func namespaces(entries []regfile.Namespace) []Namespace {
-	if entries == nil {
-		return nil
-	}
-	ns := make([]Namespace, len(entries))
-	for i, e := range entries {
-		ns[i] = Namespace{Regex: e.Regex, Exclusive: e.Exclusive}
+	var ns []Namespace
+	for _, e := range entries {
+		ns = append(ns, Namespace{Regex: e.Regex, Exclusive: e.Exclusive})
 	}
 	return ns
 }

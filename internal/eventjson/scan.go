@@ -373,27 +373,14 @@ func (s *scanner) number() bool {
 	if data[i] == '-' {
 		i++
 	}
-	switch {
-	case i < len(data) && data[i] == '0':
+	if i < len(data) && data[i] == '0' {
 		i++
-	case i < len(data) && data[i] >= '1' && data[i] <= '9':
-		for i < len(data) && data[i] >= '0' && data[i] <= '9' {
-			i++
-		}
-	default:
-		s.pos = i
-		s.failOrEOF("invalid number")
+	} else if i = s.digits(i, "invalid number"); i < 0 {
 		return false
 	}
 	if i < len(data) && data[i] == '.' {
-		i++
-		if i >= len(data) || data[i] < '0' || data[i] > '9' {
-			s.pos = i
-			s.failOrEOF("invalid number: digit expected after '.'")
+		if i = s.digits(i+1, "invalid number: digit expected after '.'"); i < 0 {
 			return false
-		}
-		for i < len(data) && data[i] >= '0' && data[i] <= '9' {
-			i++
 		}
 	}
 	if i < len(data) && (data[i] == 'e' || data[i] == 'E') {
@@ -401,15 +388,25 @@ func (s *scanner) number() bool {
 		if i < len(data) && (data[i] == '+' || data[i] == '-') {
 			i++
 		}
-		if i >= len(data) || data[i] < '0' || data[i] > '9' {
-			s.pos = i
-			s.failOrEOF("invalid number: digit expected in exponent")
+		if i = s.digits(i, "invalid number: digit expected in exponent"); i < 0 {
 			return false
-		}
-		for i < len(data) && data[i] >= '0' && data[i] <= '9' {
-			i++
 		}
 	}
 	s.pos = i
 	return true
+}
+
+// digits returns the end of the digits at i, or fails with msg at i and
+// returns -1 when there are none.
+func (s *scanner) digits(i int, msg string) int {
+	end := i
+	for end < len(s.data) && s.data[end] >= '0' && s.data[end] <= '9' {
+		end++
+	}
+	if end == i {
+		s.pos = i
+		s.failOrEOF(msg)
+		return -1
+	}
+	return end
 }

@@ -39,12 +39,7 @@ func TestScanFindsKeys(t *testing.T) {
 	require.True(t, f.Has(Sender))
 	require.False(t, f.IsString(Sender))
 	for k, want := range map[Key]string{Type: "m.room.member", StateKey: "", RoomID: "!r/1"} {
-		got, err := f.Value(string(raw), k)
-		require.NoError(t, err)
-		require.Equal(t, want, got, k.String())
-		eq, err := f.Equal(raw, k, want)
-		require.NoError(t, err)
-		require.True(t, eq, k.String())
+		requireValue(t, &f, raw, k, want)
 	}
 	_, err := f.Required(string(raw), StateKey)
 	require.EqualError(t, err, "state_key is empty")
@@ -52,6 +47,18 @@ func TestScanFindsKeys(t *testing.T) {
 	require.EqualError(t, err, "sender is not a string")
 	_, err = f.Required(string(raw), EventID)
 	require.EqualError(t, err, "missing event_id")
+}
+
+// requireValue checks that the value of key k in raw, as f found it, is
+// want.
+func requireValue(t *testing.T, f *Fields, raw []byte, k Key, want string) {
+	t.Helper()
+	got, err := f.Value(string(raw), k)
+	require.NoError(t, err)
+	require.Equal(t, want, got, k.String())
+	eq, err := f.Equal(raw, k, want)
+	require.NoError(t, err)
+	require.True(t, eq, k.String())
 }
 
 func TestCheckObject(t *testing.T) {
@@ -130,12 +137,7 @@ func FuzzScan(f *testing.F) {
 			}
 			var want string
 			require.NoError(t, json.Unmarshal(v, &want))
-			got, err := fields.Value(string(data), k)
-			require.NoError(t, err)
-			require.Equal(t, want, got, k.String())
-			eq, err := fields.Equal(data, k, want)
-			require.NoError(t, err)
-			require.True(t, eq, k.String())
+			requireValue(t, &fields, data, k, want)
 		}
 	})
 }

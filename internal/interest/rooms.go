@@ -15,13 +15,6 @@ type Directory interface {
 	LocalMembers(ctx context.Context, roomID string) ([]string, error)
 }
 
-// UserRooms answers for a user: the method set of the root package's
-// UserRooms, an optional extension of a Directory.
-type UserRooms interface {
-	// JoinedRooms returns the IDs of the rooms the user is joined to.
-	JoinedRooms(ctx context.Context, userID string) ([]string, error)
-}
-
 // Rooms decides interest in rooms and users through a Directory, caching
 // its answers for the duration of one Enqueue call, so that each room, and
 // each user, is looked up at most once per call. Its zero value has no
@@ -86,6 +79,13 @@ func (ri *Rooms) WantsRoom(ctx context.Context, m *Service, roomID string) (bool
 		return false, err
 	}
 	return anyMatches(members, m.wantsUser), nil
+}
+
+// UserRooms answers for a user: the method set of the root package's
+// UserRooms, an optional extension of a Directory.
+type UserRooms interface {
+	// JoinedRooms returns the IDs of the rooms the user is joined to.
+	JoinedRooms(ctx context.Context, userID string) ([]string, error)
 }
 
 // WantsUserOrRooms reports whether m is interested in the user or, through

@@ -1,6 +1,10 @@
 package regfile
 
-import "fmt"
+import (
+	"fmt"
+
+	"go.yaml.in/yaml/v3"
+)
 
 // File is what a registration file says, read as Synapse reads it; the
 // values are not checked yet. Absent and null optional fields are zero.
@@ -62,136 +66,155 @@ func (f *File) read(data []byte) *Error {
 	if err != nil {
 		return err
 	}
-	w := walker{budget: maxMergeWork}
+	w := &walker{budget: maxMergeWork}
 	top, err := w.fields(root, "")
 	if err != nil {
 		return err
 	}
-
+	r := reader{mapping: top}
 	// The required strings. id first, so that later errors can name it.
-	for _, field := range []struct {
-		key string
-		dst *string
-	}{
-		{"id", &f.ID},
-		{"as_token", &f.ASToken},
-		{"hs_token", &f.HSToken},
-		{"sender_localpart", &f.SenderLocalpart},
-	} {
-		n, err := top.required(field.key, "it is required")
-		if err != nil {
-			return err
-		}
-		if *field.dst, err = top.str(field.key, n); err != nil {
-			return err
-		}
+	r.str("id", "it is required", &f.ID)
+	r.str("as_token", "it is required", &f.ASToken)
+	r.str("hs_token", "it is required", &f.HSToken)
+	r.str("sender_localpart", "it is required", &f.SenderLocalpart)
+	r.url(&f.URL)
+	var rateLimited bool
+	if r.optionalBool("rate_limited", &rateLimited) {
+		f.RateLimited = &rateLimited
 	}
-
-	n, err := top.required("url", URLHint)
-	if err != nil {
-		return err
+	r.optionalBool("receive_ephemeral", &f.ReceiveEphemeral)
+	r.optionalBool("de.sorunome.msc2409.push_ephemeral", &f.PushEphemeral)
+	r.optionalBool("org.matrix.msc3202", &f.MSC3202)
+	r.optionalBool("io.element.msc4190", &f.MSC4190)
+	r.protocols(&f.Protocols)
+	if n := r.optional("namespaces"); n != nil {
+		ns := reader{}
+		ns.mapping, ns.err = w.fields(n, "namespaces")
+		ns.namespaces(w, "users", &f.Users)
+		ns.namespaces(w, "aliases", &f.Aliases)
+		ns.namespaces(w, "rooms", &f.Rooms)
+		r.fail(ns.err)
 	}
-	if !isNull(n) {
-		s, reason := yamlString(n)
-		switch {
-		case reason != "":
-			return top.err("url", "must be a string or null, but it is "+reason)
-		case s == "":
-			return top.err("url", `is "": `+URLHint)
-		}
-		f.URL = s
-	}
-
-	if n := top.optional("rate_limited"); n != nil {
-		b, err := top.boolean("rate_limited", n)
-		if err != nil {
-			return err
-		}
-		f.RateLimited = &b
-	}
-	for _, field := range []struct {
-		key string
-		dst *bool
-	}{
-		{"receive_ephemeral", &f.ReceiveEphemeral},
-		{"de.sorunome.msc2409.push_ephemeral", &f.PushEphemeral},
-		{"org.matrix.msc3202", &f.MSC3202},
-		{"io.element.msc4190", &f.MSC4190},
-	} {
-		if n := top.optional(field.key); n != nil {
-			if *field.dst, err = top.boolean(field.key, n); err != nil {
-				return err
-			}
-		}
-	}
-
-	if n := top.optional("protocols"); n != nil {
-		items, err := top.list("protocols", n, "strings")
-		if err != nil {
-			return err
-		}
-		for i, item := range items {
-			s, err := top.str(fmt.Sprintf("protocols[%d]", i), item)
-			if err != nil {
-				return err
-			}
-			f.Protocols = append(f.Protocols, s)
-		}
-	}
-
-	if n := top.optional("namespaces"); n != nil {
-		ns, err := w.fields(n, "namespaces")
-		if err != nil {
-			return err
-		}
-		for _, kind := range []struct {
-			key string
-			dst *[]Namespace
-		}{
-			{"users", &f.Users},
-			{"aliases", &f.Aliases},
-			{"rooms", &f.Rooms},
-		} {
-			if *kind.dst, err = w.namespaces(ns, kind.key); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return r.err
 }
 
-// namespaces reads the list of namespace entries at key in ns, if any.
-func (w *walker) namespaces(ns mapping, key string) ([]Namespace, *Error) {
-	n, ok := ns.entries[key]
-	if !ok {
-		return nil, nil
+// reader reads the fields of a mapping. It keeps the first error; a read
+// after it does nothing.
+type reader struct {
+	mapping
+	err *Error
+}
+
+func (r *reader) fail(err *Error) {
+	if r.err == nil {
+		r.err = err
 	}
-	entries, err := ns.list(key, n, "{regex, exclusive} entries")
+}
+
+// optional returns the node at key, nil when it is absent or null, or
+// after an error.
+func (r *reader) optional(key string) *yaml.Node {
+	if r.err != nil {
+		return nil
+	}
+	return r.mapping.optional(key)
+}
+
+// required returns the node at key, or nil after an error, such as the
+// one that it is missing: why says why it is needed.
+func (r *reader) required(key, why string) *yaml.Node {
+	if r.err != nil {
+		return nil
+	}
+	n, err := r.mapping.required(key, why)
+	r.fail(err)
+	return n
+}
+
+// str reads the string at key into dst; why says why it is required.
+func (r *reader) str(key, why string, dst *string) {
+	if n := r.required(key, why); n != nil {
+		s, err := r.mapping.str(key, n)
+		if err == nil {
+			*dst = s
+		}
+		r.fail(err)
+	}
+}
+
+// boolean reads the boolean at key into dst, if the node n is not nil,
+// and reports whether it did.
+func (r *reader) boolean(key string, n *yaml.Node, dst *bool) bool {
+	if n == nil {
+		return false
+	}
+	b, err := r.mapping.boolean(key, n)
 	if err != nil {
-		return nil, err
+		r.fail(err)
+		return false
 	}
-	var out []Namespace
-	for i, entry := range entries {
-		e, err := w.fields(entry, fmt.Sprintf("%s.%s[%d]", ns.field, key, i))
-		if err != nil {
-			return nil, err
-		}
-		var item Namespace
-		re, err := e.required("regex", "every namespace entry needs a regex")
-		if err != nil {
-			return nil, err
-		}
-		if item.Regex, err = e.str("regex", re); err != nil {
-			return nil, err
-		}
-		ex, err := e.required("exclusive", "every namespace entry needs exclusive: true or false")
-		if err != nil {
-			return nil, err
-		}
-		if item.Exclusive, err = e.boolean("exclusive", ex); err != nil {
-			return nil, err
-		}
-		out = append(out, item)
+	*dst = b
+	return true
+}
+
+// optionalBool reads the boolean at key into dst, if there is one, and
+// reports whether there was.
+func (r *reader) optionalBool(key string, dst *bool) bool {
+	return r.boolean(key, r.optional(key), dst)
+}
+
+// url reads url: a non-empty string, or null for "".
+func (r *reader) url(dst *string) {
+	n := r.required("url", URLHint)
+	if n == nil || isNull(n) {
+		return
 	}
-	return out, nil
+	s, reason := yamlString(n)
+	switch {
+	case reason != "":
+		r.fail(r.errorAt("url", "must be a string or null, but it is "+reason))
+	case s == "":
+		r.fail(r.errorAt("url", `is "": `+URLHint))
+	default:
+		*dst = s
+	}
+}
+
+// protocols reads the optional list of strings at protocols.
+func (r *reader) protocols(dst *[]string) {
+	n := r.optional("protocols")
+	if n == nil {
+		return
+	}
+	items, err := r.list("protocols", n, "strings")
+	r.fail(err)
+	for i := 0; r.err == nil && i < len(items); i++ {
+		if s, err := r.mapping.str(fmt.Sprintf("protocols[%d]", i), items[i]); err != nil {
+			r.fail(err)
+		} else {
+			*dst = append(*dst, s)
+		}
+	}
+}
+
+// namespaces reads the optional list of namespace entries at key (a null
+// one is an error: Synapse would fail on it).
+func (r *reader) namespaces(w *walker, key string, dst *[]Namespace) {
+	n, ok := r.entries[key]
+	if r.err != nil || !ok {
+		return
+	}
+	entries, err := r.list(key, n, "{regex, exclusive} entries")
+	r.fail(err)
+	for i := 0; r.err == nil && i < len(entries); i++ {
+		e := reader{}
+		e.mapping, e.err = w.fields(entries[i], fmt.Sprintf("%s.%s[%d]", r.field, key, i))
+		var ns Namespace
+		e.str("regex", "every namespace entry needs a regex", &ns.Regex)
+		if !e.boolean("exclusive", e.required("exclusive", "every namespace entry needs exclusive: true or false"), &ns.Exclusive) {
+			r.fail(e.err)
+			return
+		}
+		*dst = append(*dst, ns)
+	}
 }

@@ -138,8 +138,8 @@ func joinField(parent, key string) string {
 	return parent + "." + key
 }
 
-// err returns an *Error for the entry key of m.
-func (m mapping) err(key, reason string) *Error {
+// errorAt returns an *Error for the entry key of m.
+func (m mapping) errorAt(key, reason string) *Error {
 	return &Error{Field: joinField(m.field, key), Reason: reason}
 }
 
@@ -148,7 +148,7 @@ func (m mapping) err(key, reason string) *Error {
 func (m mapping) required(key, why string) (*yaml.Node, *Error) {
 	n, ok := m.entries[key]
 	if !ok {
-		return nil, m.err(key, "missing: "+why)
+		return nil, m.errorAt(key, "missing: "+why)
 	}
 	return n, nil
 }
@@ -165,7 +165,7 @@ func (m mapping) optional(key string) *yaml.Node {
 func (m mapping) str(key string, n *yaml.Node) (string, *Error) {
 	s, reason := yamlString(n)
 	if reason != "" {
-		return "", m.err(key, "must be a string, but it is "+reason)
+		return "", m.errorAt(key, "must be a string, but it is "+reason)
 	}
 	return s, nil
 }
@@ -174,7 +174,7 @@ func (m mapping) str(key string, n *yaml.Node) (string, *Error) {
 func (m mapping) boolean(key string, n *yaml.Node) (bool, *Error) {
 	b, reason := yamlBool(n)
 	if reason != "" {
-		return false, m.err(key, "must be true or false, but it is "+reason)
+		return false, m.errorAt(key, "must be true or false, but it is "+reason)
 	}
 	return b, nil
 }
@@ -184,7 +184,7 @@ func (m mapping) boolean(key string, n *yaml.Node) (bool, *Error) {
 func (m mapping) list(key string, n *yaml.Node, what string) ([]*yaml.Node, *Error) {
 	n = resolveAlias(n)
 	if n.Kind != yaml.SequenceNode {
-		return nil, m.err(key, "must be a list of "+what+", but it is "+describe(n))
+		return nil, m.errorAt(key, "must be a list of "+what+", but it is "+describe(n))
 	}
 	return n.Content, nil
 }
