@@ -1,11 +1,13 @@
 package scheduler
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/asdeliver/scheduler/internal/eventjson"
+	"github.com/asdeliver/scheduler/internal/interest"
+	"github.com/asdeliver/scheduler/store"
 )
 
 // Event is one persistent Matrix event (PDU) in client format, as the
@@ -137,6 +139,23 @@ func (e *Event) validate(index int) error {
 	return nil
 }
 
+// stored returns e as stored, or an *EventTooLargeError.
+func (e *Event) stored(index, maxBytes int) (store.Item, error) {
+	if len(e.Raw) > maxBytes {
+		return store.Item{}, &EventTooLargeError{Index: index, EventID: e.ID, Size: len(e.Raw), Max: maxBytes}
+	}
+	return store.Item{Kind: store.KindEvent, Key: e.ID, Data: e.Raw}, nil
+}
+
+// wants returns the services interested in e.
+func (e *Event) wants(ctx context.Context, es *eventSorter, rooms *interest.Rooms, _ int, dst []string) ([]string, error) {
+	ids, err := es.interested(ctx, e, rooms, dst)
+	if err != nil {
+		return nil, fmt.Errorf("error deciding interest in event %s: %w", e.ID, err)
+	}
+	return ids, nil
+}
+
 // field returns the Event field that holds top-level key k (not state_key).
 func (e *Event) field(k eventjson.Key) *string {
 	switch k {
@@ -149,17 +168,4 @@ func (e *Event) field(k eventjson.Key) *string {
 	default:
 		return &e.Type
 	}
-}
-
-// quoteShort quotes s for an error message, cut to a readable length.
-func quoteShort(s string) string {
-	const limit = 100
-	if len(s) > limit {
-		cut := limit
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		return fmt.Sprintf("%q...", s[:cut])
-	}
-	return fmt.Sprintf("%q", s)
 }
