@@ -37,6 +37,7 @@ func (m *Service) wantsUser(user string) bool {
 
 // Event is what decides interest in a room event.
 type Event struct {
+	// RoomID, Sender and Type are the event's room_id, sender and type.
 	RoomID, Sender, Type string
 	// StateKey is the event's state_key, nil when it has none; that of an
 	// m.room.member event is the user whose membership it is.

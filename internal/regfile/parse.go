@@ -9,21 +9,29 @@ import (
 // File is what a registration file says, read as Synapse reads it; the
 // values are not checked yet. Absent and null optional fields are zero.
 type File struct {
+	// ID, ASToken, HSToken and SenderLocalpart are id, as_token, hs_token
+	// and sender_localpart.
 	ID, ASToken, HSToken, SenderLocalpart string
-	// URL is "" when the file says url: null.
-	URL                   string
+	// URL is url, "" when the file says url: null.
+	URL string
+	// Users, Aliases and Rooms are the entries of namespaces.users,
+	// .aliases and .rooms.
 	Users, Aliases, Rooms []Namespace
-	Protocols             []string
-	RateLimited           *bool
-	ReceiveEphemeral      bool // receive_ephemeral
-	PushEphemeral         bool // de.sorunome.msc2409.push_ephemeral
-	MSC3202               bool // org.matrix.msc3202
-	MSC4190               bool // io.element.msc4190
+	// Protocols is protocols.
+	Protocols []string
+	// RateLimited is rate_limited, nil when absent.
+	RateLimited *bool
+	// ReceiveEphemeral, PushEphemeral, MSC3202 and MSC4190 are the
+	// opt-ins receive_ephemeral, de.sorunome.msc2409.push_ephemeral,
+	// org.matrix.msc3202 and io.element.msc4190.
+	ReceiveEphemeral, PushEphemeral, MSC3202, MSC4190 bool
 }
 
 // Namespace is one entry of namespaces.users, .aliases or .rooms.
 type Namespace struct {
-	Regex     string
+	// Regex is regex, as written.
+	Regex string
+	// Exclusive is exclusive.
 	Exclusive bool
 }
 
@@ -38,6 +46,7 @@ type Error struct {
 	Reason string
 }
 
+// Error returns "{Field}: {Reason}", or Reason for the file as a whole.
 func (e *Error) Error() string {
 	if e.Field == "" {
 		return e.Reason
