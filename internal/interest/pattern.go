@@ -12,10 +12,10 @@ import (
 // matches at the start of a string and need not reach its end. The zero
 // Pattern matches nothing.
 type Pattern struct {
-	regex    string         // as written
-	re       *regexp.Regexp // "^(?:" + regex + ")"
 	prefix   string         // every match starts with it
 	complete bool           // a string matches iff it starts with prefix
+	re       *regexp.Regexp // "^(?:" + regex + ")"
+	regex    string         // as written
 }
 
 // Compile compiles a namespace regex, written in Go's RE2 syntax. The
