@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asdeliver/scheduler/internal/interest"
 	"github.com/asdeliver/scheduler/store"
 	"github.com/asdeliver/scheduler/store/memory"
 	"github.com/asdeliver/scheduler/store/sqlite"
@@ -94,7 +95,7 @@ func BenchmarkInterest(b *testing.B) {
 		}
 	}
 	ctx := context.Background()
-	ri := roomInfo{}
+	ri := interest.Rooms{}
 	var dst []string
 	b.ReportAllocs()
 	matched := 0

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // ErrNotStarted is returned by Enqueue, EnqueueEphemeral, EnqueueToDevice,
@@ -208,3 +209,16 @@ func (e *StatusError) Error() string {
 
 // Is reports whether target is ErrBadStatus.
 func (e *StatusError) Is(target error) bool { return target == ErrBadStatus }
+
+// quoteShort quotes s for an error message, cut to a readable length.
+func quoteShort(s string) string {
+	const limit = 100
+	if len(s) > limit {
+		cut := limit
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return fmt.Sprintf("%q...", s[:cut])
+	}
+	return fmt.Sprintf("%q", s)
+}

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/asdeliver/scheduler/internal/eventjson"
 	"github.com/stretchr/testify/require"
 )
 
@@ -126,7 +126,7 @@ func TestParseEventRejects(t *testing.T) {
 		{"invalid UTF-8 in a key", `{` + ok + ",\"\xc3\x28\":1}", "invalid UTF-8"},
 		{"UTF-8 surrogate", `{` + ok + ",\"x\":\"\xed\xa0\x80\"}", "invalid UTF-8"},
 		{"byte order mark", "\ufeff{" + ok + "}", "invalid character"},
-		{"too deep", `{` + ok + `,"x":` + strings.Repeat("[", maxJSONDepth) + strings.Repeat("]", maxJSONDepth) + `}`, "nested too deeply"},
+		{"too deep", `{` + ok + `,"x":` + strings.Repeat("[", eventjson.MaxDepth) + strings.Repeat("]", eventjson.MaxDepth) + `}`, "nested too deeply"},
 		{"missing event_id", `{"room_id":"!r","sender":"@a","type":"t"}`, "missing event_id"},
 		{"missing room_id", `{"event_id":"$1","sender":"@a","type":"t"}`, "missing room_id"},
 		{"missing sender", `{"event_id":"$1","room_id":"!r","type":"t"}`, "missing sender"},
@@ -172,7 +172,7 @@ func TestParseEventAccepts(t *testing.T) {
 	base := `"event_id":"$1","room_id":"!r:hs","sender":"@a:hs","type":"m.room.message"`
 	for name, raw := range map[string]string{
 		"huge numbers":           `{` + base + `,"content":{"n":123456789012345678901234567890,"f":1e999999,"g":-0.0e-0}}`,
-		"deepest nesting":        `{` + base + `,"x":` + strings.Repeat("[", maxJSONDepth-1) + strings.Repeat("]", maxJSONDepth-1) + `}`,
+		"deepest nesting":        `{` + base + `,"x":` + strings.Repeat("[", eventjson.MaxDepth-1) + strings.Repeat("]", eventjson.MaxDepth-1) + `}`,
 		"escapes everywhere":     `{` + base + `,"c":"\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00\ud800"}`,
 		"raw unicode":            `{` + base + `,"body":"日本語 😀 é"}`,
 		"white space everywhere": " \r\n\t{ \"event_id\" : \"$1\" , \"room_id\":\"!r\",\"sender\":\"@a\",\"type\":\"t\" , \"x\" : [ 1 , { } , [ ] ] } \n",
@@ -435,23 +435,4 @@ func BenchmarkValidateEventStdlib(b *testing.B) {
 
 func TestMessageEventIsAbout400Bytes(t *testing.T) {
 	require.InDelta(t, 400, len(messageEvent), 60)
-}
-
-func TestHasSpecialByte(t *testing.T) {
-	for pos := range 8 {
-		for c := range 256 {
-			word := []byte("abcdefgh")
-			word[pos] = byte(c)
-			got := hasSpecialByte(binary.LittleEndian.Uint64(word))
-			require.Equal(t, !plainStringByte[c], got, "byte %#x at %d", c, pos)
-		}
-	}
-	// Two special bytes, or special bytes next to the extremes of plain ones.
-	for _, w := range []string{"\x1f\x20\x21\x22\x5b\x5c\x5d\x7f", "        ", "~~~~~~~~", "\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f", "!#[]~ 09"} {
-		want := false
-		for i := range len(w) {
-			want = want || !plainStringByte[w[i]]
-		}
-		require.Equal(t, want, hasSpecialByte(binary.LittleEndian.Uint64([]byte(w))), "%q", w)
-	}
 }

@@ -1,12 +1,14 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/asdeliver/scheduler/internal/interest"
 	"github.com/asdeliver/scheduler/internal/wire"
 	"github.com/asdeliver/scheduler/store"
 )
@@ -67,356 +69,12 @@ func bodyFlags(r *Registration) wire.Flags {
 	return f
 }
 
-// The ephemeral event types EnqueueEphemeral accepts.
-const (
-	typeTyping   = "m.typing"
-	typeReceipt  = "m.receipt"
-	typePresence = "m.presence"
-)
-
-// EphemeralEvent is an ephemeral event (EDU) for the application services
-// that opted in to them (receive_ephemeral or
-// de.sorunome.msc2409.push_ephemeral, MSC2409): a typing notification, a
-// read receipt or a presence update, in the shape a client receives it and
-// Synapse sends it to application services:
-//
-//	{"type":"m.typing","room_id":"!r:hs","content":{"user_ids":["@a:hs"]}}
-//	{"type":"m.receipt","room_id":"!r:hs","content":{"$ev":{"m.read":{"@a:hs":{"ts":1}}}}}
-//	{"type":"m.presence","sender":"@a:hs","content":{"presence":"online"}}
-//
-// Type, RoomID and UserID repeat what Raw says: the scheduler reads them
-// to decide which services want the event and sends Raw verbatim. Build it
-// with ParseEphemeralEvent, or fill the fields yourself; EnqueueEphemeral
-// checks that they agree with Raw.
-type EphemeralEvent struct {
-	// Type is the event's type: "m.typing", "m.receipt" or "m.presence".
-	Type string
-	// RoomID is the room_id of a typing notification or read receipt, and
-	// empty for presence.
-	RoomID string
-	// UserID is the sender of a presence update, the user whose presence
-	// it is, and empty for the other types.
-	UserID string
-	// Raw is the whole event, a JSON object with a "content" object, sent
-	// to the application services verbatim. It must be valid JSON and
-	// valid UTF-8. Leave out what a service may not see, such as other
-	// users' private read receipts (m.read.private). Do not modify it once
-	// the EphemeralEvent is passed to EnqueueEphemeral.
-	Raw json.RawMessage
-}
-
-// ParseEphemeralEvent reads the fields of an EphemeralEvent from raw: a
-// JSON object with a string "type" of "m.typing", "m.receipt" or
-// "m.presence", a non-empty string "room_id" (typing and receipts) or
-// "sender" (presence), and a "content" object. The whole of raw must be
-// valid JSON and valid UTF-8, and may not have one of type, room_id or
-// sender twice.
-//
-// EphemeralEvent.Raw is a copy of raw; the caller may reuse raw. Every
-// error is an *InvalidInputError with Index 0, matching
-// ErrInvalidEphemeral.
-func ParseEphemeralEvent(raw []byte) (EphemeralEvent, error) {
-	typ, room, sender, reason := scanEphemeral(raw)
-	if reason != "" {
-		return EphemeralEvent{}, &InvalidInputError{Err: ErrInvalidEphemeral, Reason: reason}
-	}
-	ev := EphemeralEvent{Type: typ, Raw: append(json.RawMessage(nil), raw...)}
-	if typ == typePresence {
-		ev.UserID = sender
-	} else {
-		ev.RoomID = room
-	}
-	return ev, nil
-}
-
-// scanEphemeral checks raw as ParseEphemeralEvent documents and returns its
-// type, room_id (typing, receipts) and sender (presence), or why not.
-func scanEphemeral(raw []byte) (typ, room, sender, reason string) {
-	var f eventFields
-	if err := scanEvent(raw, &f); err != nil {
-		return "", "", "", err.Error()
-	}
-	whole := string(raw)
-	str := func(k int) (string, string) {
-		switch {
-		case f.seen&(1<<k) == 0:
-			return "", "missing " + keyNames[k]
-		case f.notString&(1<<k) != 0:
-			return "", keyNames[k] + " is not a string"
-		}
-		s, err := f.value(whole, k)
-		if err != nil {
-			return "", err.Error()
-		}
-		if s == "" {
-			return "", keyNames[k] + " is empty"
-		}
-		return s, ""
-	}
-	if typ, reason = str(keyType); reason != "" {
-		return "", "", "", reason
-	}
-	switch typ {
-	case typeTyping, typeReceipt:
-		room, reason = str(keyRoomID)
-	case typePresence:
-		sender, reason = str(keySender)
-		if reason == "" && !isUserID(sender) {
-			reason = fmt.Sprintf("sender %s is not a user ID (@localpart:server)", quoteShort(sender))
-		}
-	default:
-		reason = fmt.Sprintf("type %s is not an ephemeral event type application services receive: "+
-			"use m.typing, m.receipt or m.presence", quoteShort(typ))
-	}
-	if reason != "" {
-		return "", "", "", reason
-	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &top); err != nil {
-		return "", "", "", err.Error()
-	}
-	if c, ok := top["content"]; !ok || len(c) == 0 || c[0] != '{' {
-		return "", "", "", "missing content, or content is not a JSON object"
-	}
-	return typ, room, sender, ""
-}
-
-// validate checks that e can be enqueued: a known Type, RoomID set exactly
-// for typing and receipts and UserID exactly for presence, and Raw as
-// ParseEphemeralEvent requires it, agreeing with the fields.
-func (e *EphemeralEvent) validate(index int) error {
-	fail := func(reason string) error {
-		return &InvalidInputError{Err: ErrInvalidEphemeral, Index: index, Reason: reason}
-	}
-	switch e.Type {
-	case typeTyping, typeReceipt:
-		if e.RoomID == "" {
-			return fail("EphemeralEvent.RoomID is empty: a " + e.Type + " event needs its room_id")
-		}
-		if e.UserID != "" {
-			return fail("EphemeralEvent.UserID is set: it is for m.presence only")
-		}
-	case typePresence:
-		if e.UserID == "" {
-			return fail("EphemeralEvent.UserID is empty: an m.presence event needs its sender")
-		}
-		if e.RoomID != "" {
-			return fail("EphemeralEvent.RoomID is set: it is for m.typing and m.receipt only")
-		}
-	default:
-		return fail(fmt.Sprintf("EphemeralEvent.Type %s is not m.typing, m.receipt or m.presence", quoteShort(e.Type)))
-	}
-	if len(e.Raw) == 0 {
-		return fail("EphemeralEvent.Raw is empty: it must hold the whole event as a JSON object")
-	}
-	typ, room, sender, reason := scanEphemeral(e.Raw)
-	switch {
-	case reason != "":
-		return fail("EphemeralEvent.Raw: " + reason)
-	case typ != e.Type:
-		return fail(fmt.Sprintf("type in EphemeralEvent.Raw is %s but EphemeralEvent.Type says %s", quoteShort(typ), quoteShort(e.Type)))
-	case room != e.RoomID:
-		return fail(fmt.Sprintf("room_id in EphemeralEvent.Raw is %s but EphemeralEvent.RoomID says %s", quoteShort(room), quoteShort(e.RoomID)))
-	case sender != e.UserID:
-		return fail(fmt.Sprintf("sender in EphemeralEvent.Raw is %s but EphemeralEvent.UserID says %s", quoteShort(sender), quoteShort(e.UserID)))
-	}
-	return nil
-}
-
-// ToDeviceMessage is a to-device message (MSC4203, sent under MSC2409's
-// name) for one device of a user: delivered to the application services
-// that opted in to ephemeral events and whose users namespace (exclusive or
-// not) holds the recipient, or whose own user it is, as Synapse does. The
-// service receives
-//
-//	{"to_user_id":…,"to_device_id":…,"type":…,"sender":…,"content":{…}}
-//
-// built when the message is enqueued.
-type ToDeviceMessage struct {
-	// Sender is the user ID of the sender.
-	Sender string
-	// Type is the message's event type, such as "m.room.encrypted".
-	Type string
-	// ToUserID is the user ID of the recipient.
-	ToUserID string
-	// ToDeviceID is the recipient's device ID. Expand "*" (all devices)
-	// into one message per device first: an application service receives
-	// concrete device IDs.
-	ToDeviceID string
-	// MessageID optionally identifies the message among the messages to
-	// its recipient device, such as the position of the message in the
-	// homeserver's device inbox stream. When it is set, a message with the
-	// same ToUserID, ToDeviceID and MessageID that is still pending for a
-	// service is not queued again for it, so a homeserver may replay its
-	// to-device stream after a crash. Messages without one are never
-	// deduplicated. It is not sent to the service.
-	MessageID string
-	// Content is the message's content: a JSON object in valid UTF-8,
-	// sent verbatim.
-	Content json.RawMessage
-}
-
-// validate checks that m can be enqueued: every field but MessageID
-// non-empty, the user IDs looking like user IDs, strings in valid UTF-8,
-// and Content a JSON object.
-func (m *ToDeviceMessage) validate(index int) error {
-	fail := func(reason string) error {
-		return &InvalidInputError{Err: ErrInvalidToDevice, Index: index, Reason: reason}
-	}
-	for _, f := range []struct{ name, value string }{
-		{"Sender", m.Sender}, {"Type", m.Type}, {"ToUserID", m.ToUserID}, {"ToDeviceID", m.ToDeviceID},
-	} {
-		if f.value == "" {
-			return fail("ToDeviceMessage." + f.name + " is empty")
-		}
-	}
-	for _, f := range []struct{ name, value string }{{"Sender", m.Sender}, {"ToUserID", m.ToUserID}} {
-		if !isUserID(f.value) {
-			return fail(fmt.Sprintf("ToDeviceMessage.%s %s is not a user ID (@localpart:server)", f.name, quoteShort(f.value)))
-		}
-	}
-	for _, f := range []struct{ name, value string }{{"Type", m.Type}, {"ToDeviceID", m.ToDeviceID}, {"MessageID", m.MessageID}} {
-		if !utf8.ValidString(f.value) {
-			return fail("ToDeviceMessage." + f.name + " is not valid UTF-8")
-		}
-	}
-	if err := checkObject(m.Content); err != nil {
-		return fail("ToDeviceMessage.Content: " + err.Error())
-	}
-	return nil
-}
-
-// key returns the deduplication key of m: empty without a MessageID, else
-// recipient and MessageID, unambiguously joined.
-func (m *ToDeviceMessage) key() string {
-	if m.MessageID == "" {
-		return ""
-	}
-	return fmt.Sprintf("%d:%s%d:%s%s", len(m.ToUserID), m.ToUserID, len(m.ToDeviceID), m.ToDeviceID, m.MessageID)
-}
-
-// DeviceListChanges is a summary of device-list changes for application
-// services that opted in to MSC3202 (org.matrix.msc3202): the users whose
-// device lists changed, and the users the services need no longer track
-// (they left every encrypted room they shared). It reaches each service
-// that is interested in the user, or, through UserRooms, in a room the
-// user is joined to, as Synapse decides; each service receives only its
-// users. Interest is decided when the summary is enqueued: for a user in
-// Left whose rooms UserRooms no longer reports, that leaves the services
-// interested in the user themselves.
-//
-// The summaries a service is owed are merged into each transaction under
-// "org.matrix.msc3202.device_lists", a later summary winning: a user in a
-// later Left moves from "changed" to "left", and the other way round.
-type DeviceListChanges struct {
-	// Changed lists the user IDs whose device lists changed.
-	Changed []string
-	// Left lists the user IDs the services need no longer track. A user
-	// may not be in both lists.
-	Left []string
-}
-
-// validate checks that every user ID looks like one and that no user is
-// in both lists.
-func (c *DeviceListChanges) validate() error {
-	fail := func(reason string) error {
-		return &InvalidInputError{Err: ErrInvalidDeviceLists, Reason: reason}
-	}
-	changed := make(map[string]struct{}, len(c.Changed))
-	for i, u := range c.Changed {
-		if !isUserID(u) {
-			return fail(fmt.Sprintf("DeviceListChanges.Changed[%d] %s is not a user ID (@localpart:server)", i, quoteShort(u)))
-		}
-		changed[u] = struct{}{}
-	}
-	for i, u := range c.Left {
-		if !isUserID(u) {
-			return fail(fmt.Sprintf("DeviceListChanges.Left[%d] %s is not a user ID (@localpart:server)", i, quoteShort(u)))
-		}
-		if _, ok := changed[u]; ok {
-			return fail(fmt.Sprintf("%s is in both Changed and Left: say which holds now", quoteShort(u)))
-		}
-	}
-	return nil
-}
-
-// DeviceKeyCounts is the state of the end-to-end encryption keys of one
-// device of a user, for the application services that opted in to MSC3202
-// (org.matrix.msc3202) and are interested in the user (users namespace or
-// own user, as Synapse counts keys only for the services' own users). The
-// ones a service is owed are merged into each transaction per user and
-// device, a later one winning for each of its two parts, and sent under
-// "org.matrix.msc3202.device_one_time_key_counts" and its other spelling
-// "org.matrix.msc3202.device_one_time_keys_count" ({user: {device:
-// {algorithm: count}}}), and "org.matrix.msc3202.device_unused_fallback_key_types"
-// ({user: {device: [algorithm]}}).
-type DeviceKeyCounts struct {
-	// UserID is the user whose device it is.
-	UserID string
-	// DeviceID is the device.
-	DeviceID string
-	// OneTimeKeyCounts counts the device's unclaimed one-time keys by
-	// algorithm, such as {"signed_curve25519": 50}. Nil says nothing about
-	// them (an earlier value stands); an empty map says there are none.
-	OneTimeKeyCounts map[string]int
-	// UnusedFallbackKeyTypes lists the algorithms of the device's unused
-	// fallback keys. Nil says nothing about them; an empty list says there
-	// are none. At least one of the two fields must be non-nil.
-	UnusedFallbackKeyTypes []string
-}
-
-// validate checks that c says something about a device of a user.
-func (c *DeviceKeyCounts) validate(index int) error {
-	fail := func(reason string) error {
-		return &InvalidInputError{Err: ErrInvalidKeyCounts, Index: index, Reason: reason}
-	}
-	switch {
-	case !isUserID(c.UserID):
-		return fail(fmt.Sprintf("DeviceKeyCounts.UserID %s is not a user ID (@localpart:server)", quoteShort(c.UserID)))
-	case c.DeviceID == "" || !utf8.ValidString(c.DeviceID):
-		return fail("DeviceKeyCounts.DeviceID is empty or not valid UTF-8")
-	case c.OneTimeKeyCounts == nil && c.UnusedFallbackKeyTypes == nil:
-		return fail("both OneTimeKeyCounts and UnusedFallbackKeyTypes are nil: set at least one (empty means none)")
-	}
-	for alg, n := range c.OneTimeKeyCounts {
-		if alg == "" || !utf8.ValidString(alg) {
-			return fail("DeviceKeyCounts.OneTimeKeyCounts has an empty or invalid algorithm name")
-		}
-		if n < 0 {
-			return fail(fmt.Sprintf("DeviceKeyCounts.OneTimeKeyCounts[%s] is negative (%d)", quoteShort(alg), n))
-		}
-	}
-	for i, alg := range c.UnusedFallbackKeyTypes {
-		if alg == "" || !utf8.ValidString(alg) {
-			return fail(fmt.Sprintf("DeviceKeyCounts.UnusedFallbackKeyTypes[%d] is empty or not valid UTF-8", i))
-		}
-	}
-	return nil
-}
-
 // isUserID reports whether s looks like a Matrix user ID: '@', a
 // localpart, ':', a server name, in valid UTF-8. It checks no more: user
 // IDs of other servers follow their rules.
 func isUserID(s string) bool {
 	i := strings.IndexByte(s, ':')
 	return len(s) >= 4 && s[0] == '@' && i > 1 && i < len(s)-1 && utf8.ValidString(s)
-}
-
-// checkObject checks that data is exactly one JSON object in valid UTF-8.
-func checkObject(data []byte) error {
-	s := jsonScanner{data: data}
-	s.skipSpace()
-	switch {
-	case s.pos >= len(data):
-		return fmt.Errorf("empty: it must be a JSON object")
-	case data[s.pos] != '{':
-		return fmt.Errorf("not a JSON object")
-	case !s.value(0):
-		return s.err
-	case s.skipSpace() != len(data):
-		return s.fail("invalid character after top-level value")
-	}
-	return nil
 }
 
 // accepting returns nil while the scheduler takes new work, else
@@ -469,6 +127,137 @@ func (s *Scheduler) submit(ctx context.Context, entries []store.Entry, what stri
 	return nil
 }
 
+// A batch is what one Enqueue method call hands over, as the intake path
+// takes it: each method says how to validate its kind of input and who
+// wants it, and intake does the rest, the same way for all.
+type batch struct {
+	what    string // what is stored, for errors: "events"
+	counted string // what n counts, for errors, if not what
+	n       int    // how many items the call has; none is a no-op
+	checks  poolChecks
+	// validate checks the input and returns the bytes of its items.
+	validate func() (int, error)
+	// route decides which services want what, and returns what to store.
+	route func(context.Context, *interest.Rooms) ([]store.Entry, error)
+}
+
+// poolChecks says when intake checks a call against the pool's bounds
+// (Config.MaxPoolEvents and MaxPoolBytes, ErrBatchTooLarge) before submit
+// checks what is stored. Each Enqueue method kept the checks, and their
+// order, that it had before they shared this path.
+type poolChecks uint8
+
+const (
+	// countFirst checks the item count before validating, sparing the
+	// work for a call the pool could never admit.
+	countFirst poolChecks = 1 << iota
+	// allAfter checks the item count and the bytes of every item, wanted
+	// or not, after validating.
+	allAfter
+)
+
+// intake is the path of every Enqueue method. It checks, in this order,
+// each failing the call: that the scheduler takes work (ErrNotStarted,
+// ErrStopped; then a call of nothing is a no-op), the call's size as
+// b.checks says, the input (b.validate: the kind's error for an invalid
+// item or one no transaction could carry), the call's size again as
+// b.checks says; then it decides interest (b.route; an error of
+// Config.Rooms) and commits what is wanted as one call (submit).
+func (s *Scheduler) intake(ctx context.Context, b batch) error {
+	if err := s.accepting(); err != nil {
+		return err
+	}
+	if b.n == 0 {
+		return nil
+	}
+	counted := cmp.Or(b.counted, b.what)
+	if b.checks&countFirst != 0 {
+		if err := s.checkCallSize(b.n, 0, counted); err != nil {
+			return err
+		}
+	}
+	size, err := b.validate()
+	if err != nil {
+		return err
+	}
+	if b.checks&allAfter != 0 {
+		if err := s.checkCallSize(b.n, size, counted); err != nil {
+			return err
+		}
+	}
+	entries, err := b.route(ctx, s.sorter.lookups())
+	if err != nil {
+		return err
+	}
+	return s.submit(ctx, entries, b.what)
+}
+
+// item is an input of the Enqueue methods that take a list: each one is
+// validated, and stored, on its own.
+type item interface {
+	// validate checks the item, the index-th of its call, failing with
+	// its kind's error.
+	validate(index int) error
+	// stored returns the valid item as stored, or why no transaction of
+	// maxBytes could carry it.
+	stored(index, maxBytes int) (store.Item, error)
+	// wants returns the IDs of the services that want the item, appending
+	// to dst.
+	wants(ctx context.Context, es *eventSorter, rooms *interest.Rooms, index int, dst []string) ([]string, error)
+}
+
+// listBatch returns the batch of a call of items.
+func listBatch[T any, P interface {
+	*T
+	item
+}](s *Scheduler, what string, checks poolChecks, items []T) batch {
+	var entries []store.Entry
+	return batch{
+		what: what, n: len(items), checks: checks,
+		validate: func() (int, error) {
+			entries = make([]store.Entry, len(items))
+			size := 0
+			for i := range items {
+				it := P(&items[i])
+				if err := it.validate(i); err != nil {
+					return 0, err
+				}
+				var err error
+				if entries[i].Item, err = it.stored(i, s.cfg.MaxTxnBytes); err != nil {
+					return 0, err
+				}
+				size += len(entries[i].Data)
+			}
+			return size, nil
+		},
+		route: func(ctx context.Context, rooms *interest.Rooms) ([]store.Entry, error) {
+			wanted := entries[:0] // in place: entry i moves to at most i
+			var ids []string
+			for i, e := range entries {
+				var err error
+				if ids, err = P(&items[i]).wants(ctx, s.sorter, rooms, i, ids[:0]); err != nil {
+					return nil, err
+				}
+				if len(ids) > 0 {
+					e.Services = slices.Clone(ids)
+					wanted = append(wanted, e)
+				}
+			}
+			return wanted, nil
+		},
+	}
+}
+
+// checkItemSize returns an *InvalidInputError of kind for an item of size
+// bytes that no transaction of maxBytes could carry.
+func checkItemSize(kind error, index, size, maxBytes int) error {
+	if size > maxBytes {
+		return &InvalidInputError{Err: kind, Index: index,
+			Reason: fmt.Sprintf("%d bytes, more than Config.MaxTxnBytes (%d)", size, maxBytes)}
+	}
+	return nil
+}
+
 // EnqueueEphemeral hands ephemeral events (typing notifications, read
 // receipts, presence updates) to the scheduler and returns once they are
 // durable in the Store for every service that wants them, with the
@@ -493,53 +282,7 @@ func (s *Scheduler) submit(ctx context.Context, entries []store.Entry, what stri
 // the call with an *InvalidInputError (ErrInvalidEphemeral), as does one
 // larger than Config.MaxTxnBytes.
 func (s *Scheduler) EnqueueEphemeral(ctx context.Context, events ...EphemeralEvent) error {
-	if err := s.accepting(); err != nil {
-		return err
-	}
-	if len(events) == 0 {
-		return nil
-	}
-	size := 0
-	for i := range events {
-		ev := &events[i]
-		if err := ev.validate(i); err != nil {
-			return err
-		}
-		if err := s.checkItemSize(ErrInvalidEphemeral, i, len(ev.Raw)); err != nil {
-			return err
-		}
-		size += len(ev.Raw)
-	}
-	if err := s.checkCallSize(len(events), size, "ephemeral events"); err != nil {
-		return err
-	}
-	ri := newRoomInfo(s.cfg.Rooms)
-	var entries []store.Entry
-	var ids []string
-	for i := range events {
-		ev := &events[i]
-		var err error
-		if ids, err = s.sorter.ephemeralInterest(ctx, ev, ri, ids[:0]); err != nil {
-			return fmt.Errorf("error deciding interest in ephemeral event %d (%s): %w", i, ev.Type, err)
-		}
-		if len(ids) > 0 {
-			entries = append(entries, store.Entry{
-				Item:     store.Item{Kind: store.KindEphemeral, Data: ev.Raw},
-				Services: append([]string(nil), ids...),
-			})
-		}
-	}
-	return s.submit(ctx, entries, "ephemeral events")
-}
-
-// checkItemSize returns an *InvalidInputError for an item of size bytes
-// that no transaction could carry.
-func (s *Scheduler) checkItemSize(kind error, index, size int) error {
-	if size > s.cfg.MaxTxnBytes {
-		return &InvalidInputError{Err: kind, Index: index,
-			Reason: fmt.Sprintf("%d bytes, more than Config.MaxTxnBytes (%d)", size, s.cfg.MaxTxnBytes)}
-	}
-	return nil
+	return s.intake(ctx, listBatch(s, "ephemeral events", allAfter, events))
 }
 
 // EnqueueToDevice hands to-device messages to the scheduler and returns
@@ -558,34 +301,7 @@ func (s *Scheduler) checkItemSize(kind error, index, size int) error {
 // (ErrInvalidToDevice), as does one whose encoded form is larger than
 // Config.MaxTxnBytes.
 func (s *Scheduler) EnqueueToDevice(ctx context.Context, msgs ...ToDeviceMessage) error {
-	if err := s.accepting(); err != nil {
-		return err
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	if err := s.checkCallSize(len(msgs), 0, "to-device messages"); err != nil {
-		return err
-	}
-	var entries []store.Entry
-	for i := range msgs {
-		m := &msgs[i]
-		if err := m.validate(i); err != nil {
-			return err
-		}
-		data := wire.EncodeToDevice(m.ToUserID, m.ToDeviceID, m.Type, m.Sender, m.Content)
-		if err := s.checkItemSize(ErrInvalidToDevice, i, len(data)); err != nil {
-			return err
-		}
-		ids := s.sorter.userInterest(m.ToUserID, wantsEphemeral, nil)
-		if len(ids) > 0 {
-			entries = append(entries, store.Entry{
-				Item:     store.Item{Kind: store.KindToDevice, Key: m.key(), Data: data},
-				Services: ids,
-			})
-		}
-	}
-	return s.submit(ctx, entries, "to-device messages")
+	return s.intake(ctx, listBatch(s, "to-device messages", countFirst, msgs))
 }
 
 // EnqueueDeviceLists hands one summary of device-list changes to the
@@ -600,69 +316,7 @@ func (s *Scheduler) EnqueueToDevice(ctx context.Context, msgs ...ToDeviceMessage
 // Invalid changes fail the call with an *InvalidInputError
 // (ErrInvalidDeviceLists); changes with no user are a no-op.
 func (s *Scheduler) EnqueueDeviceLists(ctx context.Context, changes DeviceListChanges) error {
-	if err := s.accepting(); err != nil {
-		return err
-	}
-	if err := changes.validate(); err != nil {
-		return err
-	}
-	if len(changes.Changed)+len(changes.Left) == 0 {
-		return nil
-	}
-	if err := s.checkCallSize(len(changes.Changed)+len(changes.Left), 0, "users in device-list changes"); err != nil {
-		return err
-	}
-	ri := newRoomInfo(s.cfg.Rooms)
-	var entries []store.Entry
-	byData := make(map[string]int) // data → its entry, shared by services owed the same users
-	for _, m := range s.sorter.services {
-		if !m.deviceData {
-			continue
-		}
-		changed, err := ri.usersOfInterest(ctx, m, changes.Changed)
-		if err != nil {
-			return fmt.Errorf("error deciding interest in device-list changes: %w", err)
-		}
-		left, err := ri.usersOfInterest(ctx, m, changes.Left)
-		if err != nil {
-			return fmt.Errorf("error deciding interest in device-list changes: %w", err)
-		}
-		if len(changed)+len(left) == 0 {
-			continue
-		}
-		for _, data := range s.splitDeviceLists(changed, left) {
-			if len(data) > s.cfg.MaxTxnBytes {
-				return &InvalidInputError{Err: ErrInvalidDeviceLists,
-					Reason: fmt.Sprintf("one user ID takes %d bytes, more than Config.MaxTxnBytes (%d)", len(data), s.cfg.MaxTxnBytes)}
-			}
-			if i, ok := byData[string(data)]; ok {
-				entries[i].Services = append(entries[i].Services, m.id)
-				continue
-			}
-			byData[string(data)] = len(entries)
-			entries = append(entries, store.Entry{
-				Item:     store.Item{Kind: store.KindDeviceLists, Data: data},
-				Services: []string{m.id},
-			})
-		}
-	}
-	return s.submit(ctx, entries, "device-list changes")
-}
-
-// splitDeviceLists encodes the changes, in parts of at most
-// Config.MaxTxnBytes each when they are larger; a part of one user may
-// still be larger. Parts merge to the whole, since no user is in both
-// lists.
-func (s *Scheduler) splitDeviceLists(changed, left []string) [][]byte {
-	data := wire.EncodeDeviceLists(changed, left)
-	if len(data) <= s.cfg.MaxTxnBytes || len(changed)+len(left) <= 1 {
-		return [][]byte{data}
-	}
-	// Halve the users, changed ones first, and split each half again.
-	half := (len(changed) + len(left)) / 2
-	c1, c2 := changed[:min(half, len(changed))], changed[min(half, len(changed)):]
-	l1, l2 := left[:half-len(c1)], left[half-len(c1):]
-	return append(s.splitDeviceLists(c1, l1), s.splitDeviceLists(c2, l2)...)
+	return s.intake(ctx, s.deviceListBatch(changes))
 }
 
 // EnqueueDeviceKeyCounts hands the key counts of devices to the scheduler
@@ -676,31 +330,5 @@ func (s *Scheduler) splitDeviceLists(changed, left []string) [][]byte {
 // Invalid counts fail the call with an *InvalidInputError
 // (ErrInvalidKeyCounts).
 func (s *Scheduler) EnqueueDeviceKeyCounts(ctx context.Context, counts ...DeviceKeyCounts) error {
-	if err := s.accepting(); err != nil {
-		return err
-	}
-	if len(counts) == 0 {
-		return nil
-	}
-	if err := s.checkCallSize(len(counts), 0, "device key counts"); err != nil {
-		return err
-	}
-	var entries []store.Entry
-	for i := range counts {
-		c := &counts[i]
-		if err := c.validate(i); err != nil {
-			return err
-		}
-		data := wire.EncodeKeyCounts(c.UserID, c.DeviceID, c.OneTimeKeyCounts, c.UnusedFallbackKeyTypes)
-		if err := s.checkItemSize(ErrInvalidKeyCounts, i, len(data)); err != nil {
-			return err
-		}
-		if ids := s.sorter.userInterest(c.UserID, wantsDeviceData, nil); len(ids) > 0 {
-			entries = append(entries, store.Entry{
-				Item:     store.Item{Kind: store.KindKeyCounts, Data: data},
-				Services: ids,
-			})
-		}
-	}
-	return s.submit(ctx, entries, "device key counts")
+	return s.intake(ctx, listBatch(s, "device key counts", countFirst, counts))
 }

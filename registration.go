@@ -1,20 +1,14 @@
 package scheduler
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
-	"regexp"
-	"regexp/syntax"
-	"strconv"
 	"strings"
-	"unicode/utf8"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/asdeliver/scheduler/internal/interest"
+	"github.com/asdeliver/scheduler/internal/regfile"
 )
 
 // Registration is an application service registration: the YAML file a
@@ -102,12 +96,8 @@ type Namespace struct {
 	// events the service is sent.
 	Exclusive bool
 
-	// Set by compile (called by validate); compiled is the Regex they
-	// were made from.
-	compiled       string
-	re             *regexp.Regexp // "^(?:" + Regex + ")"
-	prefix         string         // every match starts with it
-	prefixComplete bool           // a string matches iff it starts with prefix
+	// re is Regex compiled, set by compile (called by validate).
+	re *interest.Pattern
 }
 
 // UserID returns the user ID of the application service's own user,
@@ -213,358 +203,24 @@ func parseRegistration(data []byte, source string) (*Registration, error) {
 // decode fills r from the YAML document in data, checking the presence and
 // type of each field; validate checks their values.
 func (r *Registration) decode(data []byte) error {
-	root, err := r.parseYAML(data)
+	f, err := regfile.Parse(data)
 	if err != nil {
-		return err
+		return &RegistrationError{Source: r.Source, ID: err.ID, Field: err.Field, Reason: err.Reason}
 	}
-	w := yamlWalker{budget: maxYAMLMergeWork}
-	top, rerr := w.fields(root, "")
-	if rerr != nil {
-		return r.regError(rerr.field, rerr.reason)
-	}
-
-	// The required strings. id first, so that later errors can name it.
-	for _, f := range []struct {
-		key string
-		dst *string
-	}{
-		{"id", &r.ID},
-		{"as_token", &r.ASToken},
-		{"hs_token", &r.HSToken},
-		{"sender_localpart", &r.SenderLocalpart},
-	} {
-		n, ok := top[f.key]
-		if !ok {
-			return r.regError(f.key, "missing: it is required")
-		}
-		s, reason := yamlString(n)
-		if reason != "" {
-			return r.regError(f.key, "must be a string, but it is "+reason)
-		}
-		*f.dst = s
-	}
-
-	n, ok := top["url"]
-	switch {
-	case !ok:
-		return r.regError("url", "missing: set it to the base URL the application service listens on "+
-			"(e.g. http://localhost:29318), or to null if it should receive no events")
-	case isYAMLNull(n):
-		r.URL = ""
-	default:
-		s, reason := yamlString(n)
-		if reason != "" {
-			return r.regError("url", "must be a string or null, but it is "+reason)
-		}
-		if s == "" {
-			return r.regError("url", `is "": set it to the base URL the application service listens on `+
-				"(e.g. http://localhost:29318), or to null if it should receive no events")
-		}
-		r.URL = s
-	}
-
-	if n, ok := top["rate_limited"]; ok && !isYAMLNull(n) {
-		b, reason := yamlBool(n)
-		if reason != "" {
-			return r.regError("rate_limited", "must be true or false, but it is "+reason)
-		}
-		r.RateLimited = &b
-	}
-	for _, f := range []struct {
-		key string
-		dst *bool
-	}{
-		{"receive_ephemeral", &r.ReceiveEphemeral},
-		{"de.sorunome.msc2409.push_ephemeral", &r.PushEphemeral},
-		{"org.matrix.msc3202", &r.MSC3202},
-		{"io.element.msc4190", &r.MSC4190},
-	} {
-		if n, ok := top[f.key]; ok && !isYAMLNull(n) {
-			b, reason := yamlBool(n)
-			if reason != "" {
-				return r.regError(f.key, "must be true or false, but it is "+reason)
-			}
-			*f.dst = b
-		}
-	}
-
-	if n, ok := top["protocols"]; ok && !isYAMLNull(n) {
-		n = resolveAlias(n)
-		if n.Kind != yaml.SequenceNode {
-			return r.regError("protocols", "must be a list of strings, but it is "+describeYAML(n))
-		}
-		for i, item := range n.Content {
-			s, reason := yamlString(item)
-			if reason != "" {
-				return r.regError(fmt.Sprintf("protocols[%d]", i), "must be a string, but it is "+reason)
-			}
-			r.Protocols = append(r.Protocols, s)
-		}
-	}
-
-	if n, ok := top["namespaces"]; ok && !isYAMLNull(n) {
-		nsFields, rerr := w.fields(n, "namespaces")
-		if rerr != nil {
-			return r.regError(rerr.field, rerr.reason)
-		}
-		for _, kind := range []struct {
-			key string
-			dst *[]Namespace
-		}{
-			{"users", &r.Namespaces.Users},
-			{"aliases", &r.Namespaces.Aliases},
-			{"rooms", &r.Namespaces.Rooms},
-		} {
-			list, ok := nsFields[kind.key]
-			if !ok {
-				continue
-			}
-			field := "namespaces." + kind.key
-			list = resolveAlias(list)
-			if list.Kind != yaml.SequenceNode {
-				return r.regError(field, "must be a list of {regex, exclusive} entries, but it is "+describeYAML(list))
-			}
-			for i, entry := range list.Content {
-				entryField := fmt.Sprintf("%s[%d]", field, i)
-				ef, rerr := w.fields(entry, entryField)
-				if rerr != nil {
-					return r.regError(rerr.field, rerr.reason)
-				}
-				var ns Namespace
-				var reason string
-				re, ok := ef["regex"]
-				if !ok {
-					return r.regError(entryField+".regex", "missing: every namespace entry needs a regex")
-				}
-				if ns.Regex, reason = yamlString(re); reason != "" {
-					return r.regError(entryField+".regex", "must be a string, but it is "+reason)
-				}
-				ex, ok := ef["exclusive"]
-				if !ok {
-					return r.regError(entryField+".exclusive", "missing: every namespace entry needs exclusive: true or false")
-				}
-				if ns.Exclusive, reason = yamlBool(ex); reason != "" {
-					return r.regError(entryField+".exclusive", "must be true or false, but it is "+reason)
-				}
-				*kind.dst = append(*kind.dst, ns)
-			}
-		}
-	}
+	r.ID, r.URL, r.ASToken, r.HSToken, r.SenderLocalpart = f.ID, f.URL, f.ASToken, f.HSToken, f.SenderLocalpart
+	r.Namespaces = Namespaces{Users: namespaces(f.Users), Aliases: namespaces(f.Aliases), Rooms: namespaces(f.Rooms)}
+	r.Protocols, r.RateLimited = f.Protocols, f.RateLimited
+	r.ReceiveEphemeral, r.PushEphemeral, r.MSC3202, r.MSC4190 = f.ReceiveEphemeral, f.PushEphemeral, f.MSC3202, f.MSC4190
 	return nil
 }
 
-// parseYAML returns the root node of the single YAML document in data.
-func (r *Registration) parseYAML(data []byte) (root *yaml.Node, err error) {
-	// The YAML parser is not ours; whatever it does, a bad file must not
-	// panic the homeserver.
-	defer func() {
-		if p := recover(); p != nil {
-			root, err = nil, r.regError("", fmt.Sprintf("the YAML parser failed: %v", p))
-		}
-	}()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, r.regError("", "the file is empty: a registration is a YAML mapping")
-		}
-		return nil, r.regError("", "invalid YAML: "+strings.TrimPrefix(err.Error(), "yaml: "))
+// namespaces returns the namespace entries of a file, nil for none.
+func namespaces(entries []regfile.Namespace) []Namespace {
+	var ns []Namespace
+	for _, e := range entries {
+		ns = append(ns, Namespace{Regex: e.Regex, Exclusive: e.Exclusive})
 	}
-	var next yaml.Node
-	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
-		return nil, r.regError("", "the file holds more than one YAML document: keep only the registration")
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
-		return nil, r.regError("", "the file is empty: a registration is a YAML mapping")
-	}
-	return doc.Content[0], nil
-}
-
-// maxYAMLMergeWork bounds the mapping entries yamlWalker visits, so that
-// nested merge keys cannot make it work exponentially (a "billion laughs").
-const maxYAMLMergeWork = 100000
-
-// yamlWalker reads YAML mappings, tracking the work left.
-type yamlWalker struct {
-	budget int
-}
-
-// yamlError is a problem with a YAML field.
-type yamlError struct {
-	field, reason string
-}
-
-// fields returns the entries of the YAML mapping n, named field, by key.
-// Aliases and merge keys are resolved as PyYAML does: the mapping's own keys
-// win over merged ones, and earlier merged mappings over later ones. A key
-// that appears twice in the mapping itself is an error. Keys that are not
-// strings are skipped: no field has such a name.
-func (w *yamlWalker) fields(n *yaml.Node, field string) (map[string]*yaml.Node, *yamlError) {
-	n = resolveAlias(n)
-	if n.Kind != yaml.MappingNode {
-		what := "the file"
-		if field != "" {
-			what = "it"
-		}
-		return nil, &yamlError{field, "must be a mapping (key: value lines), but " + what + " is " + describeYAML(n)}
-	}
-	m := make(map[string]*yaml.Node, len(n.Content)/2)
-	if rerr := w.collect(n, field, m, 0); rerr != nil {
-		return nil, rerr
-	}
-	return m, nil
-}
-
-// collect adds to m the entries of mapping n, merged depth merge keys deep,
-// then those n merges, keeping the entries m already has.
-func (w *yamlWalker) collect(n *yaml.Node, field string, m map[string]*yaml.Node, depth int) *yamlError {
-	w.budget -= len(n.Content)/2 + 1
-	if w.budget < 0 || depth > 10 {
-		return &yamlError{field, "merge keys (<<) nested too deeply, or aliases repeating too much: write the mapping out"}
-	}
-	own := make(map[string]int, len(n.Content)/2) // key: line
-	var merged []*yaml.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolveAlias(n.Content[i]), n.Content[i+1]
-		if k.Kind != yaml.ScalarNode {
-			continue
-		}
-		if k.ShortTag() == "!!merge" {
-			merged = append(merged, v)
-			continue
-		}
-		if k.ShortTag() != "!!str" {
-			continue
-		}
-		if first, dup := own[k.Value]; dup {
-			where := field
-			if where == "" {
-				where = "the file"
-			}
-			return &yamlError{joinField(field, k.Value), fmt.Sprintf("appears twice in %s (lines %d and %d): keep one", where, first, k.Line)}
-		}
-		own[k.Value] = k.Line
-		if _, done := m[k.Value]; !done {
-			m[k.Value] = v
-		}
-	}
-	for _, v := range merged {
-		v = resolveAlias(v)
-		var maps []*yaml.Node
-		switch v.Kind {
-		case yaml.MappingNode:
-			maps = []*yaml.Node{v}
-		case yaml.SequenceNode:
-			maps = v.Content
-		default:
-			return &yamlError{field, fmt.Sprintf("a merge key (<<) at line %d must refer to a mapping or a list of mappings", v.Line)}
-		}
-		for _, mm := range maps {
-			mm = resolveAlias(mm)
-			if mm.Kind != yaml.MappingNode {
-				return &yamlError{field, fmt.Sprintf("a merge key (<<) at line %d must refer to a mapping or a list of mappings", mm.Line)}
-			}
-			if rerr := w.collect(mm, field, m, depth+1); rerr != nil {
-				return rerr
-			}
-		}
-	}
-	return nil
-}
-
-func joinField(parent, key string) string {
-	if parent == "" {
-		return key
-	}
-	return parent + "." + key
-}
-
-// resolveAlias returns the node an alias refers to, or n itself. Alias
-// targets are never aliases.
-func resolveAlias(n *yaml.Node) *yaml.Node {
-	if n.Kind == yaml.AliasNode && n.Alias != nil {
-		return n.Alias
-	}
-	return n
-}
-
-func isYAMLNull(n *yaml.Node) bool {
-	n = resolveAlias(n)
-	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
-// yaml11Bool reports whether a plain scalar is a boolean to a YAML 1.1
-// parser such as PyYAML, which Synapse uses, and its value.
-func yaml11Bool(n *yaml.Node) (value, ok bool) {
-	if n.Kind != yaml.ScalarNode || n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle|yaml.TaggedStyle) != 0 {
-		return false, false
-	}
-	switch n.Value {
-	case "true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON":
-		return true, true
-	case "false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF":
-		return false, true
-	}
-	return false, false
-}
-
-// yamlString returns the string n holds, or a description of what it is
-// instead. It never returns the value of a scalar that is not a string: the
-// field may be a token.
-func yamlString(n *yaml.Node) (string, string) {
-	n = resolveAlias(n)
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
-		return "", describeYAML(n)
-	}
-	if _, ok := yaml11Bool(n); ok {
-		return "", "a boolean to Synapse's YAML 1.1 parser (yes, no, on and off are booleans): quote it"
-	}
-	return n.Value, ""
-}
-
-// yamlBool returns the boolean n holds, or a description of what it is
-// instead.
-func yamlBool(n *yaml.Node) (bool, string) {
-	n = resolveAlias(n)
-	if b, ok := yaml11Bool(n); ok {
-		return b, ""
-	}
-	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool" {
-		// An explicitly tagged !!bool.
-		switch strings.ToLower(n.Value) {
-		case "true", "yes", "on":
-			return true, ""
-		case "false", "no", "off":
-			return false, ""
-		}
-	}
-	return false, describeYAML(n)
-}
-
-// describeYAML says what kind of value n is, without its value.
-func describeYAML(n *yaml.Node) string {
-	n = resolveAlias(n)
-	switch n.Kind {
-	case yaml.MappingNode:
-		return fmt.Sprintf("a mapping (line %d)", n.Line)
-	case yaml.SequenceNode:
-		return fmt.Sprintf("a list (line %d)", n.Line)
-	case yaml.ScalarNode:
-		what := map[string]string{
-			"!!str":       "a string",
-			"!!int":       "a number",
-			"!!float":     "a number",
-			"!!bool":      "a boolean",
-			"!!null":      "null",
-			"!!timestamp": "a date",
-			"!!binary":    "binary data",
-		}[n.ShortTag()]
-		if what == "" {
-			what = "a value tagged " + strconv.Quote(n.Tag)
-		}
-		return fmt.Sprintf("%s (line %d)", what, n.Line)
-	}
-	return fmt.Sprintf("an unexpected YAML node (line %d)", n.Line)
+	return ns
 }
 
 // validate checks the values of r's fields, removes trailing '/' from URL,
@@ -580,23 +236,22 @@ func (r *Registration) validate() error {
 		return r.regError("id", "contains '|', which Synapse forbids in application service ids: remove it")
 	case r.ASToken == "":
 		return r.regError("as_token", "is empty: set it to the secret token the application service uses")
-	case hasControl(r.ASToken):
+	case regfile.HasControl(r.ASToken):
 		return r.regError("as_token", "contains a control character (a newline?): remove it")
 	case r.HSToken == "":
 		return r.regError("hs_token", "is empty: set it to the secret token the application service expects from the homeserver")
-	case hasControl(r.HSToken):
+	case regfile.HasControl(r.HSToken):
 		return r.regError("hs_token", "contains a control character (a newline?), which cannot be sent in an HTTP header: remove it")
 	case r.SenderLocalpart == "":
 		return r.regError("sender_localpart", "is empty: set it to the localpart of the application service's user")
-	case !urlSafeLocalpart(r.SenderLocalpart):
+	case !regfile.URLSafe(r.SenderLocalpart):
 		return r.regError("sender_localpart", fmt.Sprintf("%s has characters that a URL would have to encode, "+
 			"which Synapse rejects: use only a-z, 0-9, '-', '.', '_', '~' and '/'", quoteShort(r.SenderLocalpart)))
 	}
 	if r.URL != "" {
-		u, reason := checkASURL(r.URL)
+		u, reason := regfile.CheckURL(r.URL)
 		if reason != "" {
-			return r.regError("url", reason+": set it to the base URL the application service listens on "+
-				"(e.g. http://localhost:29318), or to null if it should receive no events")
+			return r.regError("url", reason+": "+regfile.URLHint)
 		}
 		if u != r.URL {
 			r.URL = u
@@ -619,182 +274,17 @@ func (r *Registration) validate() error {
 	return nil
 }
 
-func hasControl(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] == 0x7f {
-			return true
-		}
-	}
-	return false
-}
-
-// urlSafeLocalpart reports whether Python's urllib.parse.quote leaves s as
-// it is, which Synapse requires of sender_localpart.
-func urlSafeLocalpart(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
-			return false
-		}
-	}
-	return true
-}
-
-// checkASURL checks that raw is an absolute http or https URL with a host
-// and no query or fragment, and returns it without trailing '/'; or it
-// returns why not. The reason shows the URL without its password.
-func checkASURL(raw string) (string, string) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
-		return "", "is not a valid URL (" + err.Error() + ")"
-	}
-	shown := strconv.Quote(u.Redacted())
-	switch {
-	case u.Scheme == "":
-		return "", shown + " is not absolute: it needs http:// or https://"
-	case u.Scheme != "http" && u.Scheme != "https":
-		return "", shown + " uses " + u.Scheme + ": only http and https are supported"
-	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
-		return "", shown + " has no host"
-	case u.RawQuery != "" || u.ForceQuery:
-		return "", shown + " has a query ('?'): a base URL cannot have one"
-	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return "", shown + " has a fragment ('#'): a base URL cannot have one"
-	}
-	return strings.TrimRight(raw, "/"), ""
-}
-
 // compile compiles n.Regex into n.re unless that is done, and returns why
-// it cannot (then n matches nothing). The pattern is compiled alone first, so that a pattern such as
-// "a)|(b" cannot escape the anchoring group, and errors point into it.
+// it cannot (then n matches nothing).
 func (n *Namespace) compile() string {
-	if n.re != nil && n.compiled == n.Regex {
+	if n.re != nil && n.re.Regex() == n.Regex {
 		return ""
 	}
-	n.re, n.compiled, n.prefix, n.prefixComplete = nil, "", "", false
-	if _, err := regexp.Compile(n.Regex); err != nil {
-		reason := fmt.Sprintf("%s does not compile: %v", quoteShort(n.Regex), err)
-		if hint := pythonOnlySyntax(n.Regex); hint != "" {
-			reason += "; " + hint
-		}
-		return reason
-	}
-	re, err := regexp.Compile("^(?:" + n.Regex + ")")
+	n.re = nil
+	re, err := interest.Compile(n.Regex)
 	if err != nil {
 		return fmt.Sprintf("%s does not compile: %v", quoteShort(n.Regex), err)
 	}
-	n.prefix, n.prefixComplete = literalPrefix(n.Regex)
-	n.re, n.compiled = re, n.Regex
+	n.re = re
 	return ""
-}
-
-// matches reports whether s matches the namespace: whether the regex
-// matches at the start of s, as Python's re.match does. It is false for a
-// namespace that was not compiled.
-func (n *Namespace) matches(s string) bool {
-	if n.re == nil || !strings.HasPrefix(s, n.prefix) {
-		return false
-	}
-	if n.prefixComplete {
-		return true
-	}
-	return n.re.MatchString(s)
-}
-
-// literalPrefix returns the literal text every match of pattern, anchored
-// at the start of the string, begins with, and whether a string matches
-// exactly when it begins with it. It looks past a leading '^'. (Go's
-// Regexp.LiteralPrefix gives nothing for an anchored pattern.)
-func literalPrefix(pattern string) (string, bool) {
-	re, err := syntax.Parse(pattern, syntax.Perl)
-	if err != nil {
-		return "", false
-	}
-	re = re.Simplify()
-	subs := []*syntax.Regexp{re}
-	if re.Op == syntax.OpConcat {
-		subs = re.Sub
-	}
-	var prefix []rune
-	for i, sub := range subs {
-		switch {
-		case sub.Op == syntax.OpBeginText || sub.Op == syntax.OpBeginLine || sub.Op == syntax.OpEmptyMatch:
-			// Hold at the start of the string.
-			if len(prefix) > 0 {
-				return string(prefix), false
-			}
-		case sub.Op == syntax.OpLiteral && sub.Flags&syntax.FoldCase == 0:
-			for _, r := range sub.Rune {
-				if r == utf8.RuneError {
-					// It also matches any invalid UTF-8 byte.
-					return string(prefix), false
-				}
-				prefix = append(prefix, r)
-			}
-		default:
-			return string(prefix), false
-		}
-		if i == len(subs)-1 {
-			return string(prefix), true
-		}
-	}
-	return string(prefix), len(subs) == 0
-}
-
-// pythonOnlySyntax names the Python regex syntax in pattern that Go's RE2
-// does not support, or returns "".
-func pythonOnlySyntax(pattern string) string {
-	var lookaround, backref, bigZ bool
-	inClass := false
-	for i := 0; i < len(pattern); i++ {
-		c := pattern[i]
-		switch {
-		case c == '\\' && i+1 < len(pattern):
-			next := pattern[i+1]
-			if !inClass && next >= '1' && next <= '9' {
-				backref = true
-			}
-			if !inClass && next == 'Z' {
-				bigZ = true
-			}
-			i++
-		case inClass:
-			if c == ']' {
-				inClass = false
-			}
-		case c == '[':
-			inClass = true
-			// A ']' right after '[' or '[^' is a literal.
-			if strings.HasPrefix(pattern[i+1:], "^]") {
-				i += 2
-			} else if strings.HasPrefix(pattern[i+1:], "]") {
-				i++
-			}
-		case c == '(':
-			rest := pattern[i:]
-			switch {
-			case strings.HasPrefix(rest, "(?="), strings.HasPrefix(rest, "(?!"),
-				strings.HasPrefix(rest, "(?<="), strings.HasPrefix(rest, "(?<!"):
-				lookaround = true
-			case strings.HasPrefix(rest, "(?P="):
-				backref = true
-			}
-		}
-	}
-	var hints []string
-	if lookaround {
-		hints = append(hints, "Go's RE2 regexp engine does not support look-arounds ((?=...), (?!...), (?<=...), (?<!...)) that Python accepts: rewrite the pattern without them")
-	}
-	if backref {
-		hints = append(hints, "Go's RE2 regexp engine does not support back-references (\\1, (?P=name)) that Python accepts: rewrite the pattern without them")
-	}
-	if bigZ {
-		hints = append(hints, "Go writes Python's \\Z (end of text) as \\z")
-	}
-	return strings.Join(hints, "; ")
 }

@@ -8,10 +8,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/asdeliver/scheduler/internal/regfile"
 	"github.com/stretchr/testify/require"
 )
 
@@ -34,6 +34,10 @@ func exported(r *Registration) Registration {
 	c.Namespaces = Namespaces{Users: strip(r.Namespaces.Users), Aliases: strip(r.Namespaces.Aliases), Rooms: strip(r.Namespaces.Rooms)}
 	return c
 }
+
+// matches reports whether n's compiled regex matches s; false before
+// validate compiles it.
+func (n *Namespace) matches(s string) bool { return n.re != nil && n.re.Match(s) }
 
 func TestLoadRegistrationReadsBridgeFiles(t *testing.T) {
 	dir := filepath.Join("testdata", "registrations")
@@ -491,76 +495,6 @@ func TestParseRegistrationAccepts(t *testing.T) {
 	}
 }
 
-func TestNamespaceMatchesAtStartOnly(t *testing.T) {
-	cases := []struct {
-		regex string
-		s     string
-		want  bool
-	}{
-		{"@irc_.*", "@irc_bob:example.org", true},
-		{"irc", "@irc_bob", false},
-		{"@a", "@abc", true},
-		{"@a", "x@abc", false},
-		{"@bot:example.org", "@bot:example.org.evil.com", true}, // no implied $
-		{"@bot:example.org", "@bot:example.org", true},
-		{"@bot:example.org", "@bot:example.or", false},
-		{`^@wa_.*:example\.com$`, "@wa_1:example.com", true},
-		{`^@wa_.*:example\.com$`, "@wa_1:example.com.evil", false},
-		{`^@wa_.*:example\.com$`, "x@wa_1:example.com", false},
-		{"a|b", "b", true},
-		{"a|b", "xb", false}, // the alternation stays anchored
-		{"(?i)@IRC_", "@irc_bob", true},
-		{"(?i)@IRC_", "x@irc_bob", false},
-		{"", "anything", true},
-		{"", "", true},
-		{"^", "x", true},
-		{"$", "x", false},
-		{"$", "", true},
-		{"a^b", "ab", false},
-		{"(?m)^@a", "@a", true},
-		{"(?m)^@a", "x\n@a", false},
-		{"@[a-z]+_bot", "@irc_bot", true},
-		{"@[a-z]+_bot", "@IRC_bot", false},
-		{`\x{FFFD}`, "\xff", true}, // Go matches an invalid byte as U+FFFD
-		{"é.*", "éa", true},
-		{"#irc_#.*:example\\.org", "#irc_#debian:example.org", true},
-	}
-	for _, c := range cases {
-		t.Run(fmt.Sprintf("%s~%s", c.regex, c.s), func(t *testing.T) {
-			n := Namespace{Regex: c.regex}
-			require.Empty(t, n.compile())
-			require.Equal(t, c.want, n.matches(c.s))
-			require.Equal(t, regexp.MustCompile("^(?:"+c.regex+")").MatchString(c.s), n.matches(c.s),
-				"the prefix shortcut agrees with the regex")
-		})
-	}
-}
-
-func TestLiteralPrefix(t *testing.T) {
-	cases := []struct {
-		regex    string
-		prefix   string
-		complete bool
-	}{
-		{"@irc_.*", "@irc_", false},
-		{"@bot:example.org", "@bot:example", false}, // '.' is not a literal
-		{`@bot:example\.org`, "@bot:example.org", true},
-		{`^@wa_.*:example\.com$`, "@wa_", false},
-		{`^@wabot:example\.com$`, "@wabot:example.com", false},
-		{"^abc", "abc", true},
-		{"(?i)abc", "", false},
-		{"a|b", "", false},
-		{"", "", true},
-		{"(abc)", "", false},
-		{"a^b", "a", false},
-	}
-	for _, c := range cases {
-		prefix, complete := literalPrefix(c.regex)
-		require.Equal(t, c.prefix, prefix, c.regex)
-		require.Equal(t, c.complete, complete, c.regex)
-	}
-}
-
 func TestValidateHandBuiltRegistration(t *testing.T) {
 	r := &Registration{
 		ID: "hand", URL: "http://localhost:1/", ASToken: "a", HSToken: "h", SenderLocalpart: "bot",
@@ -693,7 +627,7 @@ func FuzzParseRegistration(f *testing.F) {
 		require.NotEmpty(t, r.HSToken)
 		require.NotEmpty(t, r.SenderLocalpart)
 		if r.URL != "" {
-			u, reason := checkASURL(r.URL)
+			u, reason := regfile.CheckURL(r.URL)
 			require.Empty(t, reason)
 			require.Equal(t, r.URL, u, "URL has no trailing '/'")
 		}
@@ -703,22 +637,5 @@ func FuzzParseRegistration(f *testing.F) {
 				list[i].matches(r.ID)
 			}
 		}
-	})
-}
-
-func FuzzNamespaceMatches(f *testing.F) {
-	for _, seed := range []struct{ regex, s string }{
-		{"@irc_.*", "@irc_bob:example.org"}, {"irc", "@irc_bob"}, {"@a", "@abc"}, {`^@wa_.*:example\.com$`, "@wa_1:example.com"},
-		{"a|b", "xb"}, {"(?i)AB", "ab"}, {`\x{FFFD}`, "\xff"}, {"", ""}, {"a^b", "ab"}, {"(?m)$", "a\n"}, {`\Aab\b`, "ab c"},
-	} {
-		f.Add(seed.regex, seed.s)
-	}
-	f.Fuzz(func(t *testing.T, pattern, s string) {
-		n := Namespace{Regex: pattern}
-		if n.compile() != "" {
-			return
-		}
-		want := regexp.MustCompile("^(?:" + pattern + ")").MatchString(s)
-		require.Equal(t, want, n.matches(s), "pattern %q, string %q", pattern, s)
 	})
 }

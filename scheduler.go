@@ -11,7 +11,6 @@ import (
 	"github.com/asdeliver/scheduler/internal/clock"
 	"github.com/asdeliver/scheduler/internal/lifecycle"
 	"github.com/asdeliver/scheduler/internal/wire"
-	"github.com/asdeliver/scheduler/store"
 )
 
 // Scheduler delivers events to application services. Create it with New,
@@ -191,49 +190,7 @@ func (s *Scheduler) countQueued(queued map[string]int, woken bool) {
 // Pass the events you have in one call: each call costs a commit, shared
 // with whatever other calls are waiting at that moment.
 func (s *Scheduler) Enqueue(ctx context.Context, events ...Event) error {
-	if err := s.accepting(); err != nil {
-		return err
-	}
-	if len(events) == 0 {
-		return nil
-	}
-	if err := s.checkCallSize(len(events), 0, "events"); err != nil {
-		return err
-	}
-	size := 0
-	for i := range events {
-		ev := &events[i]
-		if err := ev.validate(i); err != nil {
-			return err
-		}
-		if len(ev.Raw) > s.cfg.MaxTxnBytes {
-			return &EventTooLargeError{Index: i, EventID: ev.ID, Size: len(ev.Raw), Max: s.cfg.MaxTxnBytes}
-		}
-		size += len(ev.Raw)
-	}
-	if err := s.checkCallSize(len(events), size, "events"); err != nil {
-		return err
-	}
-
-	rooms := newRoomInfo(s.cfg.Rooms)
-	var entries []store.Entry
-	var ids []string
-	for i := range events {
-		ev := &events[i]
-		var err error
-		ids, err = s.sorter.interested(ctx, ev, rooms, ids[:0])
-		if err != nil {
-			return fmt.Errorf("error deciding interest in event %s: %w", ev.ID, err)
-		}
-		if len(ids) == 0 {
-			continue
-		}
-		entries = append(entries, store.Entry{
-			Item:     store.Item{Kind: store.KindEvent, Key: ev.ID, Data: ev.Raw},
-			Services: append([]string(nil), ids...),
-		})
-	}
-	return s.submit(ctx, entries, "events")
+	return s.intake(ctx, listBatch(s, "events", countFirst|allAfter, events))
 }
 
 // ServiceUp tells the scheduler that the application service serviceID is

@@ -2,260 +2,82 @@ package scheduler
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/asdeliver/scheduler/internal/clock"
+	"github.com/asdeliver/scheduler/internal/interest"
 	"github.com/asdeliver/scheduler/store"
 )
 
 // eventSorter decides which services want an event (once, in Enqueue, before
-// the commit: the answer is stored with the event and never recomputed) and
-// polls the Store for work this process was not told about.
+// the commit: the answer is stored with the event and never recomputed).
+// The rules are package interest's; it holds them for the configured
+// services. Its ticker, which finds work this process was not told about,
+// is the poller below.
 type eventSorter struct {
-	serverName string
-	services   []*serviceMatcher // services with a URL; the others receive nothing
-	rooms      RoomDirectory
-}
-
-// serviceMatcher is one service's interest rules.
-type serviceMatcher struct {
-	id      string
-	userID  string // @sender_localpart:server, the AS's own user
-	users   []Namespace
-	aliases []Namespace
-	rooms   []Namespace
-
-	// What the service opted in to beyond room events, as Synapse reads
-	// the registration: ephemeral events and to-device messages
-	// (receive_ephemeral or de.sorunome.msc2409.push_ephemeral), MSC3202
-	// device data (org.matrix.msc3202).
-	ephemeral  bool
-	deviceData bool
+	services interest.Services // services with a URL; the others receive nothing
+	rooms    RoomDirectory
 }
 
 func newEventSorter(serverName string, regs []*Registration, rooms RoomDirectory) *eventSorter {
-	es := &eventSorter{serverName: serverName, rooms: rooms}
+	es := &eventSorter{rooms: rooms}
 	for _, r := range regs {
 		if r.URL == "" {
 			continue
 		}
-		es.services = append(es.services, &serviceMatcher{
-			id:         r.ID,
-			userID:     r.UserID(serverName),
-			users:      r.Namespaces.Users,
-			aliases:    r.Namespaces.Aliases,
-			rooms:      r.Namespaces.Rooms,
-			ephemeral:  r.ReceiveEphemeral || r.PushEphemeral,
-			deviceData: r.MSC3202,
+		var opts interest.OptIn
+		if r.ReceiveEphemeral || r.PushEphemeral {
+			opts |= interest.Ephemeral
+		}
+		if r.MSC3202 {
+			opts |= interest.DeviceData
+		}
+		es.services = append(es.services, &interest.Service{
+			ID:      r.ID,
+			UserID:  r.UserID(serverName),
+			Users:   patterns(r.Namespaces.Users),
+			Aliases: patterns(r.Namespaces.Aliases),
+			Rooms:   patterns(r.Namespaces.Rooms),
+			OptIns:  opts,
 		})
 	}
 	return es
 }
 
-func matchesAny(ns []Namespace, s string) bool {
+// patterns returns the compiled regexes of ns; one that is not compiled
+// matches nothing.
+func patterns(ns []Namespace) []interest.Pattern {
+	ps := make([]interest.Pattern, len(ns))
 	for i := range ns {
-		if ns[i].matches(s) {
-			return true
+		if ns[i].re != nil {
+			ps[i] = *ns[i].re
 		}
 	}
-	return false
+	return ps
 }
 
-// wantsUser reports whether user is the service's own user or in its users
-// namespace.
-func (m *serviceMatcher) wantsUser(user string) bool {
-	return user == m.userID || matchesAny(m.users, user)
-}
-
-// wantsFromEvent decides interest from the event alone: its sender, the
-// target of a membership event, or its room ID.
-func (m *serviceMatcher) wantsFromEvent(ev *Event) bool {
-	if m.wantsUser(ev.Sender) {
-		return true
-	}
-	if ev.Type == "m.room.member" && ev.StateKey != nil && m.wantsUser(*ev.StateKey) {
-		return true
-	}
-	return matchesAny(m.rooms, ev.RoomID)
-}
-
-// roomInfo caches RoomDirectory (and UserRooms) answers for the duration
-// of one Enqueue call, so each room, and each user, is looked up at most
-// once per call.
-type roomInfo struct {
-	dir     RoomDirectory
-	users   UserRooms // dir, if it implements UserRooms
-	aliases map[string][]string
-	members map[string][]string
-	joined  map[string][]string // user ID → the rooms it is joined to
-}
-
-// newRoomInfo returns an empty cache in front of dir, which may be nil.
-func newRoomInfo(dir RoomDirectory) *roomInfo {
-	ri := &roomInfo{dir: dir}
-	ri.users, _ = dir.(UserRooms)
-	return ri
-}
-
-// lookup returns get(id) from cache, asking get and filling the cache the
-// first time; what names the answer in the error ("the local aliases of
-// room").
-func (ri *roomInfo) lookup(ctx context.Context, cache *map[string][]string, id string,
-	get func(context.Context, string) ([]string, error), what string) ([]string, error) {
-	if v, ok := (*cache)[id]; ok {
-		return v, nil
-	}
-	v, err := get(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("error looking up %s %s: %w", what, id, err)
-	}
-	if *cache == nil {
-		*cache = make(map[string][]string)
-	}
-	(*cache)[id] = v
-	return v, nil
+// lookups returns what answers, for one Enqueue call, the questions about
+// rooms and users that the Config.Rooms directory answers.
+func (es *eventSorter) lookups() *interest.Rooms {
+	return interest.NewRooms(es.rooms)
 }
 
 // interested returns the IDs of the services that want ev, appending to dst:
 // Synapse's is_interested_in_event.
-func (es *eventSorter) interested(ctx context.Context, ev *Event, ri *roomInfo, dst []string) ([]string, error) {
-	for _, m := range es.services {
-		if m.wantsFromEvent(ev) {
-			dst = append(dst, m.id)
-			continue
-		}
-		ok, err := ri.wantsRoom(ctx, m, ev.RoomID)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			dst = append(dst, m.id)
-		}
-	}
-	return dst, nil
-}
-
-// wantsRoom reports whether m is interested in the room, as Synapse's
-// is_interested_in_room decides: its rooms namespace matches the room ID,
-// or, through the RoomDirectory, its aliases namespace one of the room's
-// local aliases, or its users namespace (or its own user) one of the
-// room's local members.
-func (ri *roomInfo) wantsRoom(ctx context.Context, m *serviceMatcher, roomID string) (bool, error) {
-	if matchesAny(m.rooms, roomID) {
-		return true, nil
-	}
-	if ri.dir == nil {
-		return false, nil
-	}
-	if len(m.aliases) > 0 {
-		aliases, err := ri.lookup(ctx, &ri.aliases, roomID, ri.dir.LocalAliases, "the local aliases of room")
-		if err != nil {
-			return false, err
-		}
-		if anyMatches(aliases, func(a string) bool { return matchesAny(m.aliases, a) }) {
-			return true, nil
-		}
-	}
-	members, err := ri.lookup(ctx, &ri.members, roomID, ri.dir.LocalMembers, "the local members of room")
-	if err != nil {
-		return false, err
-	}
-	return anyMatches(members, m.wantsUser), nil
-}
-
-// wantsUserOrRooms reports whether m is interested in the user or, through
-// UserRooms, in one of the rooms the user is joined to: Synapse's
-// is_interested_in_presence, and its test for device-list changes
-// (_is_appservice_interested_in_device_lists_of_user).
-func (ri *roomInfo) wantsUserOrRooms(ctx context.Context, m *serviceMatcher, userID string) (bool, error) {
-	if m.wantsUser(userID) {
-		return true, nil
-	}
-	if ri.users == nil {
-		return false, nil
-	}
-	rooms, err := ri.lookup(ctx, &ri.joined, userID, ri.users.JoinedRooms, "the joined rooms of user")
-	if err != nil {
-		return false, err
-	}
-	for _, room := range rooms {
-		if ok, err := ri.wantsRoom(ctx, m, room); ok || err != nil {
-			return ok, err
-		}
-	}
-	return false, nil
+func (es *eventSorter) interested(ctx context.Context, ev *Event, ri *interest.Rooms, dst []string) ([]string, error) {
+	return es.services.WantEvent(ctx, &interest.Event{RoomID: ev.RoomID, Sender: ev.Sender, Type: ev.Type, StateKey: ev.StateKey}, ri, dst)
 }
 
 // ephemeralInterest returns the IDs of the services that want ev, appending
 // to dst: those that opted in to ephemeral events and are interested in
-// the room of a typing notification or read receipt (Synapse's
-// _handle_typing and _handle_receipts), or in the user of a presence
-// update (_handle_presence).
-func (es *eventSorter) ephemeralInterest(ctx context.Context, ev *EphemeralEvent, ri *roomInfo, dst []string) ([]string, error) {
-	for _, m := range es.services {
-		if !m.ephemeral {
-			continue
-		}
-		var ok bool
-		var err error
-		if ev.Type == typePresence {
-			ok, err = ri.wantsUserOrRooms(ctx, m, ev.UserID)
-		} else {
-			ok, err = ri.wantsRoom(ctx, m, ev.RoomID)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			dst = append(dst, m.id)
-		}
+// the room of a typing notification or read receipt, or in the user of a
+// presence update.
+func (es *eventSorter) ephemeralInterest(ctx context.Context, ev *EphemeralEvent, ri *interest.Rooms, dst []string) ([]string, error) {
+	if ev.Type == typePresence {
+		return es.services.WantUserOrRooms(ctx, interest.Ephemeral, ev.UserID, ri, dst)
 	}
-	return dst, nil
-}
-
-// userInterest returns the IDs of the services that opted in (as optedIn
-// says) and are interested in userID itself: its users namespace, exclusive
-// or not, or its own user. Synapse sends a to-device message so
-// (_get_to_device_messages: is_interested_in_user of the recipient), and
-// counts the one-time keys of such users.
-func (es *eventSorter) userInterest(userID string, optedIn func(*serviceMatcher) bool, dst []string) []string {
-	for _, m := range es.services {
-		if optedIn(m) && m.wantsUser(userID) {
-			dst = append(dst, m.id)
-		}
-	}
-	return dst
-}
-
-// wantsEphemeral and wantsDeviceData are the opt-ins userInterest takes.
-func wantsEphemeral(m *serviceMatcher) bool  { return m.ephemeral }
-func wantsDeviceData(m *serviceMatcher) bool { return m.deviceData }
-
-// usersOfInterest returns the users of list that m is interested in (see
-// wantsUserOrRooms), in list's order.
-func (ri *roomInfo) usersOfInterest(ctx context.Context, m *serviceMatcher, list []string) ([]string, error) {
-	var out []string
-	for _, u := range list {
-		ok, err := ri.wantsUserOrRooms(ctx, m, u)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, u)
-		}
-	}
-	return out, nil
-}
-
-func anyMatches(values []string, pred func(string) bool) bool {
-	for _, v := range values {
-		if pred(v) {
-			return true
-		}
-	}
-	return false
+	return es.services.WantRoom(ctx, interest.Ephemeral, ev.RoomID, ri, dst)
 }
 
 // poller is the EventSorter's ticker: every interval it asks the Store

@@ -1,0 +1,60 @@
+package regfile
+
+import (
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// HasControl reports whether s has an ASCII control character, which a
+// token may not have: it could not be sent in an HTTP header.
+func HasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// URLSafe reports whether Python's urllib.parse.quote leaves s as it is,
+// which Synapse requires of sender_localpart.
+func URLSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
+			return false
+		}
+	}
+	return true
+}
+
+// CheckURL checks that raw is an absolute http or https URL with a host
+// and no query or fragment, and returns it without trailing '/'; or it
+// returns why not. The reason shows the URL without its password.
+func CheckURL(raw string) (string, string) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return "", "is not a valid URL (" + err.Error() + ")"
+	}
+	shown := strconv.Quote(u.Redacted())
+	switch {
+	case u.Scheme == "":
+		return "", shown + " is not absolute: it needs http:// or https://"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", shown + " uses " + u.Scheme + ": only http and https are supported"
+	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
+		return "", shown + " has no host"
+	case u.RawQuery != "" || u.ForceQuery:
+		return "", shown + " has a query ('?'): a base URL cannot have one"
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return "", shown + " has a fragment ('#'): a base URL cannot have one"
+	}
+	return strings.TrimRight(raw, "/"), ""
+}
