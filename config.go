@@ -21,6 +21,7 @@ const (
 	DefaultAnswerTimeout   = 60 * time.Second
 	DefaultMaxPoolEvents   = 10_000
 	DefaultMaxPoolBytes    = 64 << 20
+	DefaultLeaseTTL        = 30 * time.Second
 )
 
 // RoomDirectory is the optional hook through which the scheduler asks the
@@ -158,6 +159,16 @@ type Config struct {
 	// token. Defaults to false.
 	LegacyQueryAuth bool
 
+	// LeaseTTL is how long the lease that makes a process the one sender
+	// to a service lasts without renewal. The holder renews it every
+	// LeaseTTL/5, also during retry waits and PUTs, and stops sending when
+	// it cannot renew it in time. With several processes on one Store
+	// (store/postgres) it bounds the hand-over after the holder dies
+	// without releasing it (kill -9): another process takes over after
+	// about LeaseTTL plus PollInterval, so 5 s gives failover within 7 s. A
+	// clean Stop releases it at once. Defaults to DefaultLeaseTTL (30 s).
+	LeaseTTL time.Duration
+
 	// Logger receives the scheduler's logs. Tokens are never logged.
 	// Defaults to discarding everything.
 	Logger *slog.Logger
@@ -184,6 +195,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"RetryMax", &cfg.RetryMax, DefaultRetryMax},
 		{"ConnectTimeout", &cfg.ConnectTimeout, DefaultConnectTimeout},
 		{"AnswerTimeout", &cfg.AnswerTimeout, DefaultAnswerTimeout},
+		{"LeaseTTL", &cfg.LeaseTTL, DefaultLeaseTTL},
 	}
 	for _, d := range durations {
 		if *d.field < 0 {

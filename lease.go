@@ -8,14 +8,10 @@ import (
 	"github.com/asdeliver/scheduler/store"
 )
 
-// The lease on a service keeps one sender per service across processes.
-// defaultLeaseTTL outlives the longest PUT (connect and answer timeouts);
-// the owner renews it every ttl/leaseRenewals, also while it waits and
-// while a PUT is in flight, so it never lapses while its holder lives.
-const (
-	defaultLeaseTTL = 5 * time.Minute
-	leaseRenewals   = 5
-)
+// leaseRenewals is how many times per Config.LeaseTTL the holder of a
+// service's lease renews it: also while it waits and while a PUT is in
+// flight, so that it never lapses while its holder lives.
+const leaseRenewals = 5
 
 // lease is a deliverer's hold on its service's lease.
 type lease struct {

@@ -74,7 +74,7 @@ func newScheduler(cfg Config, clk clock.Clock) (*Scheduler, error) {
 		limits:    txnLimits(cfg),
 		retry:     retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, jitter: cfg.RetryJitter},
 		owner:     s.owner,
-		leaseTTL:  defaultLeaseTTL,
+		leaseTTL:  cfg.LeaseTTL,
 		pause:     cfg.PollInterval,
 		queryAuth: cfg.LegacyQueryAuth,
 	}

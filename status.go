@@ -104,7 +104,7 @@ func (s *Scheduler) Purge(ctx context.Context, serviceID string) error {
 		return fmt.Errorf("service %q is configured: remove it from Config.Services before purging its work", serviceID)
 	}
 	st := s.cfg.Store
-	epoch, err := st.Claim(ctx, serviceID, s.owner, defaultLeaseTTL)
+	epoch, err := st.Claim(ctx, serviceID, s.owner, s.cfg.LeaseTTL)
 	if err != nil {
 		if errors.Is(err, store.ErrLeaseHeld) {
 			return fmt.Errorf("error purging %q: another process is delivering to it: %w", serviceID, err)
