@@ -16,6 +16,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -108,6 +109,56 @@ func (lim Limits) MaxFor(k Kind) int {
 	}
 	return lim.MaxItems
 }
+
+// Validate checks the preconditions NextTxn states for lim: MaxItems,
+// MaxBytes and every value of MaxItemsByKind at least 1. Its error wraps
+// ErrInvalid and names the field at fault.
+func (lim Limits) Validate() error {
+	switch {
+	case lim.MaxItems < 1:
+		return fmt.Errorf("%w: Limits.MaxItems is %d: must be at least 1", ErrInvalid, lim.MaxItems)
+	case lim.MaxBytes < 1:
+		return fmt.Errorf("%w: Limits.MaxBytes is %d: must be at least 1", ErrInvalid, lim.MaxBytes)
+	}
+	for k, n := range lim.MaxItemsByKind {
+		if n < 1 {
+			return fmt.Errorf("%w: Limits.MaxItemsByKind[%d] is %d: must be at least 1", ErrInvalid, k, n)
+		}
+	}
+	return nil
+}
+
+// Fit applies NextTxn's rule for what a transaction takes: items are
+// offered in Seq order, the first always fits, and each later one fits
+// while its kind has fewer than MaxFor(kind) items in the transaction and
+// the total of Data stays within MaxBytes. A store offers the queued items
+// one by one and stops at the first that does not fit, so a transaction is
+// a contiguous run of the queue. Create one per transaction with NewFit.
+type Fit struct {
+	lim    Limits
+	counts [256]int // per Kind, a uint8
+	n      int
+	size   int
+}
+
+// NewFit returns an empty transaction under lim, which must be valid (see
+// Validate).
+func (lim Limits) NewFit() *Fit { return &Fit{lim: lim} }
+
+// Take reports whether an item of kind k with size bytes of Data fits
+// after the items taken so far, and if so counts it as taken.
+func (f *Fit) Take(k Kind, size int) bool {
+	if f.n > 0 && (size > f.lim.MaxBytes-f.size || f.counts[k] >= f.lim.MaxFor(k)) {
+		return false
+	}
+	f.counts[k]++
+	f.size += size
+	f.n++
+	return true
+}
+
+// Len returns how many items were taken.
+func (f *Fit) Len() int { return f.n }
 
 // Txn is a transaction: a batch of items bound to a service under an ID
 // that is sent, and resent, unchanged until Complete.

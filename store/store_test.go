@@ -2,6 +2,8 @@ package store
 
 import (
 	"bytes"
+	"errors"
+	"strings"
 	"testing"
 )
 
@@ -41,5 +43,58 @@ func TestLimitsMaxFor(t *testing.T) {
 	}
 	if got := (Limits{MaxItems: 4}).MaxFor(KindEphemeral); got != 4 {
 		t.Errorf("MaxFor with nil MaxItemsByKind: got %d, want MaxItems 4", got)
+	}
+}
+
+func TestLimitsValidate(t *testing.T) {
+	ok := Limits{MaxItems: 1, MaxBytes: 1, MaxItemsByKind: map[Kind]int{KindEvent: 1}}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("Validate(%+v) = %v", ok, err)
+	}
+	for _, tt := range []struct {
+		lim   Limits
+		field string
+	}{
+		{Limits{MaxItems: 0, MaxBytes: 1}, "MaxItems"},
+		{Limits{MaxItems: 1, MaxBytes: 0}, "MaxBytes"},
+		{Limits{MaxItems: 1, MaxBytes: 1, MaxItemsByKind: map[Kind]int{KindToDevice: 0}}, "MaxItemsByKind[3]"},
+	} {
+		err := tt.lim.Validate()
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.field) {
+			t.Errorf("Validate(%+v) = %v, want ErrInvalid naming %s", tt.lim, err, tt.field)
+		}
+	}
+}
+
+func TestFitTakesAContiguousRunWithinTheLimits(t *testing.T) {
+	lim := Limits{MaxItems: 3, MaxBytes: 10, MaxItemsByKind: map[Kind]int{KindEphemeral: 1}}
+	type item struct {
+		k    Kind
+		size int
+	}
+	for _, tt := range []struct {
+		name  string
+		items []item
+		want  int
+	}{
+		{"the first always fits", []item{{KindEvent, 50}, {KindEvent, 1}}, 1},
+		{"bytes", []item{{KindEvent, 4}, {KindEvent, 6}, {KindEvent, 1}}, 2},
+		{"per kind", []item{{KindEvent, 1}, {KindEvent, 1}, {KindEvent, 1}, {KindEvent, 1}}, 3},
+		{"by kind override", []item{{KindEphemeral, 1}, {KindEvent, 1}, {KindEphemeral, 1}}, 2},
+		{"kinds count apart", []item{{KindEvent, 1}, {KindToDevice, 1}, {KindEvent, 1}, {KindToDevice, 1}}, 4},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := lim.NewFit()
+			n := 0
+			for _, it := range tt.items {
+				if !f.Take(it.k, it.size) {
+					break
+				}
+				n++
+			}
+			if n != tt.want || f.Len() != tt.want {
+				t.Fatalf("took %d (Len %d), want %d", n, f.Len(), tt.want)
+			}
+		})
 	}
 }

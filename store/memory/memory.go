@@ -32,6 +32,8 @@ import (
 // copy, shared with every later caller: callers must not modify it. Append
 // copies the Data it is given, so a caller may reuse its buffers at once.
 type Store struct {
+	now func() time.Time // leases and timestamps; see NewWithClock
+
 	mu       sync.Mutex
 	closed   bool
 	lastSeq  int64
@@ -91,8 +93,15 @@ type service struct {
 }
 
 // New returns an empty store.
-func New() *Store {
-	return &Store{services: make(map[string]*service)}
+func New() *Store { return NewWithClock(time.Now) }
+
+// NewWithClock returns an empty store that reads the time from now: when
+// leases expire, and the times Backlog.Oldest and Txn.Created report. Tests
+// pass a fake clock, the scheduler's own, to drive leases without waiting.
+// Transaction IDs keep their floor on the wall clock, which only keeps them
+// from repeating across process runs.
+func NewWithClock(now func() time.Time) *Store {
+	return &Store{now: now, services: make(map[string]*service)}
 }
 
 // Close discards the store's contents. Every later call of a store method
@@ -202,7 +211,7 @@ func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 	}
 	defer s.mu.Unlock()
 
-	now := time.Now()
+	now := s.now()
 	var wanted []*service
 	for _, e := range entries {
 		wanted = wanted[:0]
@@ -262,7 +271,7 @@ func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Durat
 	}
 	defer s.mu.Unlock()
 
-	now := time.Now()
+	now := s.now()
 	l := &s.service(service).lease
 	if l.epoch != 0 && now.Before(l.expires) {
 		if l.owner != owner {
@@ -302,16 +311,8 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 	if service == "" {
 		return nil, invalid(op, "empty service ID")
 	}
-	if lim.MaxItems <= 0 {
-		return nil, invalid(op, "Limits.MaxItems is %d: pass at least 1", lim.MaxItems)
-	}
-	if lim.MaxBytes <= 0 {
-		return nil, invalid(op, "Limits.MaxBytes is %d: pass at least 1", lim.MaxBytes)
-	}
-	for k, n := range lim.MaxItemsByKind {
-		if n <= 0 {
-			return nil, invalid(op, "Limits.MaxItemsByKind[%d] is %d: pass at least 1", k, n)
-		}
+	if err := lim.Validate(); err != nil {
+		return nil, fmt.Errorf("memory: %s: %w", op, err)
 	}
 	sv, err := s.lockHolder(op, service, epoch)
 	if err != nil {
@@ -324,20 +325,17 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 	}
 	// Take items in order until the first that does not fit: never skip
 	// one, so that a transaction is a contiguous run of the queue.
-	var perKind [256]int // Kind is a uint8
-	n, size := 0, 0
+	fit := lim.NewFit()
 	for _, it := range queued {
-		if perKind[it.Kind] == lim.MaxFor(it.Kind) || (n > 0 && size+len(it.Data) > lim.MaxBytes) {
+		if !fit.Take(it.Kind, len(it.Data)) {
 			break
 		}
-		perKind[it.Kind]++
-		n++
-		size += len(it.Data)
 	}
-	now := time.Now()
+	n := fit.Len()
+	now := s.now()
 	t := &txn{
-		// The clock floor keeps IDs from repeating across process runs.
-		id:      max(sv.lastID+1, now.UnixMicro()),
+		// The wall clock's floor keeps IDs from repeating across process runs.
+		id:      max(sv.lastID+1, time.Now().UnixMicro()),
 		format:  format,
 		items:   slices.Clone(queued[:n]),
 		created: now,

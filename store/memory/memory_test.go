@@ -1,7 +1,9 @@
 package memory_test
 
 import (
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,5 +118,49 @@ func TestLongBacklogDrainsInOrder(t *testing.T) {
 	}
 	if next != total {
 		t.Errorf("drained %d items, want %d", next, total)
+	}
+}
+
+// TestLeaseExpiresOnTheInjectedClock: NewWithClock's clock, not the wall
+// clock, decides when a lease runs out.
+func TestLeaseExpiresOnTheInjectedClock(t *testing.T) {
+	ctx := t.Context()
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := memory.NewWithClock(func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	})
+	advance := func(d time.Duration) {
+		mu.Lock()
+		now = now.Add(d)
+		mu.Unlock()
+	}
+	first, err := s.Claim(ctx, "a", "one", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	advance(time.Minute - time.Nanosecond)
+	if _, err := s.Claim(ctx, "a", "two", time.Minute); !errors.Is(err, store.ErrLeaseHeld) {
+		t.Fatalf("Claim by another owner before expiry = %v, want ErrLeaseHeld", err)
+	}
+	advance(time.Nanosecond)
+	second, err := s.Claim(ctx, "a", "two", time.Minute)
+	if err != nil {
+		t.Fatalf("Claim by another owner at expiry = %v, want the lease", err)
+	}
+	if second <= first {
+		t.Fatalf("the new owner's epoch %d is not above %d", second, first)
+	}
+	if err := s.Append(ctx, []store.Entry{{Item: store.Item{Kind: store.KindEvent, Data: []byte("{}")}, Services: []string{"a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	txn, err := s.NextTxn(ctx, "a", second, 0, store.Limits{MaxItems: 1, MaxBytes: 1 << 20})
+	if err != nil || txn == nil {
+		t.Fatalf("NextTxn = %v, %v", txn, err)
+	}
+	if !txn.Created.Equal(now) {
+		t.Fatalf("Txn.Created = %v, want the injected clock's %v", txn.Created, now)
 	}
 }

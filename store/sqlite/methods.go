@@ -767,16 +767,8 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 		return nil, err
 	}
 	defer release()
-	switch {
-	case lim.MaxItems < 1:
-		return nil, fmt.Errorf("%s for %q: %w", op, service, invalid("Limits.MaxItems is %d: must be at least 1", lim.MaxItems))
-	case lim.MaxBytes < 1:
-		return nil, fmt.Errorf("%s for %q: %w", op, service, invalid("Limits.MaxBytes is %d: must be at least 1", lim.MaxBytes))
-	}
-	for k, n := range lim.MaxItemsByKind {
-		if n < 1 {
-			return nil, fmt.Errorf("%s for %q: %w", op, service, invalid("Limits.MaxItemsByKind[%d] is %d: must be at least 1", k, n))
-		}
+	if err := lim.Validate(); err != nil {
+		return nil, fmt.Errorf("%s for %q: %w", op, service, err)
 	}
 	var txn *store.Txn
 	err = s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
@@ -855,13 +847,13 @@ func (s *Store) readQueued(ctx context.Context, tx *sql.Tx, service string, boun
 	}
 	defer rows.Close()
 	items := make([]store.Item, 0, min(lim.MaxItems, 128))
-	f := newFit(lim)
+	f := lim.NewFit()
 	for rows.Next() {
 		it, err := scanItem(rows)
 		if err != nil {
 			return nil, fmt.Errorf("reading queued items: %w", err)
 		}
-		if !f.take(it) {
+		if !f.Take(it.Kind, len(it.Data)) {
 			break
 		}
 		items = append(items, it)
@@ -870,32 +862,6 @@ func (s *Store) readQueued(ctx context.Context, tx *sql.Tx, service string, boun
 		return nil, fmt.Errorf("reading queued items: %w", err)
 	}
 	return items, nil
-}
-
-// fit says which items fit a transaction under lim, taken in seq order:
-// the first always fits; each later one while its kind's count and the
-// bytes stay within lim.
-type fit struct {
-	lim    store.Limits
-	counts map[store.Kind]int
-	n      int
-	size   int
-}
-
-func newFit(lim store.Limits) *fit {
-	return &fit{lim: lim, counts: make(map[store.Kind]int, 2)}
-}
-
-// take reports whether it fits after the items taken so far, and if so
-// counts it as taken.
-func (f *fit) take(it store.Item) bool {
-	if f.n > 0 && (len(it.Data) > f.lim.MaxBytes-f.size || f.counts[it.Kind] >= f.lim.MaxFor(it.Kind)) {
-		return false
-	}
-	f.counts[it.Kind]++
-	f.size += len(it.Data)
-	f.n++
-	return true
 }
 
 // scanItem scans a row of seq, kind, key, data.

@@ -114,9 +114,9 @@ func (t *tails) peek(service string, queued int64, lim store.Limits) (items []st
 		t.drop(service)
 		return nil, false
 	}
-	f := newFit(lim)
+	f := lim.NewFit()
 	n := 0
-	for n < len(tl.items) && f.take(tl.items[n]) {
+	for n < len(tl.items) && f.Take(tl.items[n].Kind, len(tl.items[n].Data)) {
 		n++
 	}
 	return slices.Clone(tl.items[:n]), true
