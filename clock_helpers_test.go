@@ -12,6 +12,11 @@ import (
 	"github.com/asdeliver/scheduler/internal/clock/clocktest"
 )
 
+// newFakeClock returns a fake clock for a test.
+func newFakeClock() *clocktest.Fake {
+	return clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+}
+
 // startWithClock creates and starts a Scheduler on a fake clock, which a
 // goroutine moves to the next timer whenever at least minTimers are
 // pending: with the poller's timer (PollInterval an hour in testConfig)
@@ -19,7 +24,14 @@ import (
 // scheduler is stopped, and the driver ended, at cleanup.
 func startWithClock(t *testing.T, cfg Config, minTimers int) (*Scheduler, *clocktest.Fake) {
 	t.Helper()
-	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	clk := newFakeClock()
+	return startOnClock(t, cfg, clk, minTimers), clk
+}
+
+// startOnClock is startWithClock on a given fake clock, for tests whose
+// Store reads the same clock.
+func startOnClock(t *testing.T, cfg Config, clk *clocktest.Fake, minTimers int) *Scheduler {
+	t.Helper()
 	s, err := newScheduler(cfg, clk)
 	require.NoError(t, err)
 	require.NoError(t, s.Start(context.Background()))
@@ -37,7 +49,7 @@ func startWithClock(t *testing.T, cfg Config, minTimers int) (*Scheduler, *clock
 		cancel()
 		driver.Wait()
 	})
-	return s, clk
+	return s
 }
 
 // logRecorder is a slog.Handler that keeps every record, for tests that

@@ -134,6 +134,9 @@ func newDeliverer(deps deliveryDeps, reg *Registration) *deliverer {
 	}
 }
 
+// msgLeaseLost is logged when a deliverer finds its lease gone.
+const msgLeaseLost = "lease on the service lapsed or was taken by another process; claiming it again"
+
 // Signals that end what a deliverer is doing.
 var (
 	// errStopping means Stop has begun: form no new transaction.
@@ -169,7 +172,7 @@ func (d *deliverer) run(ctx context.Context, stopping <-chan struct{}) {
 		case errors.Is(err, errStopping):
 			return
 		case errors.Is(err, errStale):
-			d.log.Warn("lease on the service lapsed or was taken by another process; claiming it again")
+			d.log.Warn(msgLeaseLost)
 			resume = d.phase.resumed()
 			d.lease = lease{}
 			d.setPhase(unclaimed)
