@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 
+	"github.com/asdeliver/scheduler/internal/lifecycle"
 	"github.com/asdeliver/scheduler/store"
 )
 
@@ -27,10 +28,9 @@ const checkpointEvery = 64
 // sqlite3 shell, say); what it cannot copy now, a later one does.
 type checkpointer struct {
 	db       *sql.DB
-	kick     chan struct{}   // capacity 1: the writer has committed enough
-	truncate chan chan error // a TRUNCATE checkpoint wanted, and where to answer
-	stop     chan struct{}   // closed by Close
-	done     chan struct{}   // closed when the goroutine has ended
+	kick     chan struct{}    // capacity 1: the writer has committed enough
+	truncate chan chan error  // a TRUNCATE checkpoint wanted, and where to answer
+	run      *lifecycle.Group // owns the checkpointer goroutine; Close stops it
 
 	commits int // the writer's commits since the last kick; the writer's
 }
@@ -40,8 +40,7 @@ func newCheckpointer(db *sql.DB) *checkpointer {
 		db:       db,
 		kick:     make(chan struct{}, 1),
 		truncate: make(chan chan error),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		run:      lifecycle.New(context.Background()),
 	}
 }
 
@@ -67,22 +66,21 @@ func (c *checkpointer) truncateLog() error {
 	select {
 	case c.truncate <- answer:
 		return <-answer
-	case <-c.stop:
+	case <-c.run.Stopping():
 		return fmt.Errorf("checkpoint: %w", store.ErrClosed)
 	}
 }
 
-// run is the checkpointer goroutine. A PASSIVE checkpoint that fails, or
+// loop is the checkpointer goroutine. A PASSIVE checkpoint that fails, or
 // stops short at a reader's snapshot, is made up by the next one.
-func (c *checkpointer) run() {
-	defer close(c.done)
+func (c *checkpointer) loop() {
 	for {
 		select {
 		case <-c.kick:
 			_ = c.checkpoint("PASSIVE")
 		case answer := <-c.truncate:
 			answer <- c.checkpoint("TRUNCATE")
-		case <-c.stop:
+		case <-c.run.Stopping():
 			return
 		}
 	}

@@ -393,7 +393,7 @@ func (s *Store) open(opts Options) error {
 		dsn:     dsn(s.path, "deferred"),
 		pragmas: append(pragmas(opts), "PRAGMA query_only = ON", "PRAGMA busy_timeout = 0"),
 	}))
-	go s.ckpt.run()
+	s.ckpt.run.Go(func(context.Context) { s.ckpt.loop() })
 	st, err := prepare(ctx, s.db, s.rdb)
 	if err != nil {
 		return err
@@ -409,9 +409,9 @@ func (s *Store) open(opts Options) error {
 		if s.sync, err = newSyncer(s.path); err != nil {
 			return err
 		}
-		go s.sync.run()
+		s.sync.run.Go(func(context.Context) { s.sync.loop() })
 	}
-	go s.runWriter()
+	s.w.run.Go(func(context.Context) { s.runWriter() })
 	return nil
 }
 
@@ -562,8 +562,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	// No call is in flight: the writer's queue is empty or holds withdrawn
 	// requests. It ends after the step of compaction it may be running.
-	close(s.w.stop)
-	<-s.w.done
+	_ = s.w.run.Stop(context.Background())
 	if err := s.release(); err != nil {
 		return fmt.Errorf("error closing sqlite store %s: %w", s.path, err)
 	}
@@ -577,13 +576,11 @@ func (s *Store) release() error {
 	var errs []error
 	var ckptDB *sql.DB
 	if s.ckpt != nil {
-		close(s.ckpt.stop)
-		<-s.ckpt.done
+		_ = s.ckpt.run.Stop(context.Background())
 		ckptDB = s.ckpt.db
 	}
 	if s.sync != nil {
-		close(s.sync.stop)
-		<-s.sync.done
+		_ = s.sync.run.Stop(context.Background())
 		errs = append(errs, s.sync.close())
 	}
 	if s.st != nil {

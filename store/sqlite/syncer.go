@@ -1,10 +1,13 @@
 package sqlite
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"sync"
+
+	"github.com/asdeliver/scheduler/internal/lifecycle"
 )
 
 // errSyncFailed marks the error of every call after the write-ahead log
@@ -38,9 +41,8 @@ type syncer struct {
 	owed []answer // calls whose commit is written, waiting for a sync
 	err  error    // the first sync failure; sticky
 
-	kick chan struct{} // capacity 1: owed is not empty
-	stop chan struct{} // closed by Close once the writer has ended
-	done chan struct{} // closed when the goroutine has ended
+	kick chan struct{}    // capacity 1: owed is not empty
+	run  *lifecycle.Group // owns the syncer goroutine; Close stops it after the writer
 }
 
 // answer is the outcome of one call, to send once its commit is synced.
@@ -62,8 +64,7 @@ func newSyncer(dbFile string) (*syncer, error) {
 		wal:      wal,
 		datasync: datasync,
 		kick:     make(chan struct{}, 1),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		run:      lifecycle.New(context.Background()),
 	}, nil
 }
 
@@ -88,14 +89,13 @@ func (y *syncer) after(held []*request, errs []error) {
 	}
 }
 
-// run is the syncer goroutine. Close stops it after the writer, when every
-// call has been answered.
-func (y *syncer) run() {
-	defer close(y.done)
+// loop is the syncer goroutine. Close stops it after the writer, when
+// every call has been answered.
+func (y *syncer) loop() {
 	for {
 		select {
 		case <-y.kick:
-		case <-y.stop:
+		case <-y.run.Stopping():
 			return
 		}
 		y.mu.Lock()

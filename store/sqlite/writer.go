@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/asdeliver/scheduler/internal/lifecycle"
 	"github.com/asdeliver/scheduler/store"
 )
 
@@ -76,9 +77,8 @@ type writer struct {
 	// for requests and the calls they held, for the benchmarks.
 	commits, calls int64
 
-	kick chan struct{} // capacity 1: a request was queued
-	stop chan struct{} // closed by Close
-	done chan struct{} // closed when the goroutine has ended
+	kick chan struct{}    // capacity 1: a request was queued
+	run  *lifecycle.Group // owns the writer goroutine; Close stops it
 
 	// Owned by the goroutine.
 	retry          []*request // taken, to run again first: see commit
@@ -138,8 +138,7 @@ func newWriter() *writer {
 		tails:  newTails(),
 		recent: newRecentKeys(),
 		kick:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		run:    lifecycle.New(context.Background()),
 	}
 }
 
@@ -196,11 +195,10 @@ func (s *Store) enqueue(ctx context.Context, r *request, queued func()) error {
 // runWriter is the writer goroutine: it merges every request waiting into
 // one SQLite transaction, commits it, and between batches, when no request
 // waits, gives free pages back to the file system. It ends when Close
-// closes w.stop; Close first waits for every call in flight, so the queue
+// stops w.run; Close first waits for every call in flight, so the queue
 // then holds only withdrawn requests.
 func (s *Store) runWriter() {
 	w := s.w
-	defer close(w.done)
 	quiet := time.NewTimer(shrinkAfter)
 	quiet.Stop()
 	defer quiet.Stop()
@@ -215,7 +213,7 @@ func (s *Store) runWriter() {
 			continue
 		}
 		select {
-		case <-w.stop:
+		case <-w.run.Stopping():
 			s.failQueued(store.ErrClosed)
 			return
 		default:
@@ -229,7 +227,7 @@ func (s *Store) runWriter() {
 			select {
 			case <-w.kick:
 				quiet.Stop()
-			case <-w.stop:
+			case <-w.run.Stopping():
 			case <-quiet.C:
 				w.shrinkOwed = false
 				_ = s.checkpointIfShrunk(context.Background())
@@ -241,7 +239,7 @@ func (s *Store) runWriter() {
 		w.mu.Unlock()
 		select {
 		case <-w.kick:
-		case <-w.stop:
+		case <-w.run.Stopping():
 		}
 	}
 }

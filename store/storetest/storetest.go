@@ -1,6 +1,6 @@
 // Package storetest is the conformance suite for store.Store
-// implementations: one named subtest per statement of the store package's
-// documentation and of the Store contract in DESIGN.md.
+// implementations: one named subtest per statement of the documentation of
+// package store (the Store interface, its methods and their sentinels).
 //
 // Every implementation runs Run from a test of its own, with a factory that
 // returns a fresh, empty store for the subtest it is given and registers the
