@@ -1018,17 +1018,6 @@ func TestCrashTorture(t *testing.T) {
 	}
 }
 
-// crashDiff says where b first differs from a.
-func crashDiff(a, b []byte) string {
-	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	lo := max(0, n-30)
-	return fmt.Sprintf("%d then %d bytes, first difference at byte %d: %q, then %q",
-		len(a), len(b), n, a[lo:min(len(a), n+30)], b[lo:min(len(b), n+30)])
-}
-
 // crashDelivery is one successful delivery of an event.
 type crashDelivery struct {
 	txn int64
@@ -1120,7 +1109,7 @@ func (h *crashHarness) check(as *crashAS, attempts [][]time.Time) crashFigures {
 				fail("txn %d carries an event not in the stream: %s", r.TxnID, raw)
 				continue
 			case !bytes.Equal(raw, crashEventRaw(i)):
-				fail("txn %d carries event %d altered: %s", r.TxnID, i, crashDiff(crashEventRaw(i), raw))
+				fail("txn %d carries event %d altered: %s, want %s", r.TxnID, i, raw, crashEventRaw(i))
 			case !crashWants(i, as.k):
 				fail("txn %d carries event %d, which the service does not want", r.TxnID, i)
 			case inTxn[i]:
