@@ -90,15 +90,15 @@ type txnBody struct {
 	OneTimeKeyCountsOtherName map[string]map[string]map[string]int `json:"org.matrix.msc3202.device_one_time_key_counts"`
 }
 
-// decodeTxn decodes a transaction body. It returns nil and why when the
-// body is not one, and the promises of the protocol the body breaks.
-func decodeTxn(body []byte) (txn *Txn, bad string, problems []string) {
+// decodeTxn decodes a transaction body, and returns the promises of the
+// protocol that the body breaks; the Txn is nil when the body is not one.
+func decodeTxn(body []byte) (txn *Txn, problems []string) {
 	var b txnBody
 	if err := json.Unmarshal(body, &b); err != nil {
-		return nil, "body is not a JSON object: " + err.Error(), nil
+		return nil, []string{"body is not a JSON object: " + err.Error()}
 	}
 	if b.Events == nil {
-		return nil, `body has no "events"`, nil
+		return nil, []string{`body has no "events"`}
 	}
 	if b.Ephemeral != nil && b.EphemeralUnstable != nil &&
 		!slices.EqualFunc(b.Ephemeral, b.EphemeralUnstable, func(x, y json.RawMessage) bool { return bytes.Equal(x, y) }) {
@@ -108,5 +108,5 @@ func decodeTxn(body []byte) (txn *Txn, bad string, problems []string) {
 		!reflect.DeepEqual(b.OneTimeKeyCounts, b.OneTimeKeyCountsOtherName) {
 		problems = append(problems, "the two names of the one-time key counts differ")
 	}
-	return &b.Txn, "", problems
+	return &b.Txn, problems
 }

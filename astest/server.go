@@ -216,11 +216,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		req.TxnID = txnID
 	}
 	if isTxn && !req.Truncated {
-		var bad string
-		req.Txn, bad, problems = decodeTxn(body)
-		if bad != "" {
-			problems = append(problems, bad)
-		}
+		req.Txn, problems = decodeTxn(body)
 	}
 	respond, hang, delay := s.arrive(&req, isTxn, problems)
 
