@@ -68,19 +68,19 @@ type Txn struct {
 // Event is one persistent event of a transaction, as an application
 // service reads it.
 type Event struct {
-	ID       string          `json:"event_id"`
-	RoomID   string          `json:"room_id"`
-	Sender   string          `json:"sender"`
-	Type     string          `json:"type"`
-	StateKey *string         `json:"state_key"`
-	Content  json.RawMessage `json:"content"`
+	ID       string          `json:"event_id"`  // event_id
+	RoomID   string          `json:"room_id"`   // room_id
+	Sender   string          `json:"sender"`    // sender
+	Type     string          `json:"type"`      // type
+	StateKey *string         `json:"state_key"` // state_key; nil for an event that is not state
+	Content  json.RawMessage `json:"content"`   // content, as received
 }
 
 // DeviceLists are the users whose device lists changed, and the users the
 // service no longer shares a room with.
 type DeviceLists struct {
-	Changed []string `json:"changed"`
-	Left    []string `json:"left"`
+	Changed []string `json:"changed"` // users whose device list changed
+	Left    []string `json:"left"`    // users the service shares no room with any more
 }
 
 // txnBody is a body as decoded: a Txn and the second name of the one-time
