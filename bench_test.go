@@ -1,8 +1,8 @@
 package scheduler
 
-// Benchmarks of the whole pipeline. Application services run on 127.0.0.1
-// in this process, decode every body into events with encoding/json and
-// answer {}. Run them with
+// Benchmarks of the whole pipeline. Application services (astest servers
+// keeping only counts) run on 127.0.0.1 in this process, decode every body
+// into events with encoding/json and answer {}. Run them with
 //
 //	go test -run '^$' -bench . -benchtime 1x .
 //
@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -30,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asdeliver/scheduler/astest"
 	"github.com/asdeliver/scheduler/internal/interest"
 	"github.com/asdeliver/scheduler/store"
 	"github.com/asdeliver/scheduler/store/memory"
@@ -112,47 +112,12 @@ func BenchmarkInterest(b *testing.B) {
 	}
 }
 
-// benchAS is an application service that decodes every body into events
-// and counts them; onEvent, if set, sees every event ID as it arrives.
-type benchAS struct {
-	srv     *httptest.Server
-	events  atomic.Int64
-	txns    atomic.Int64
-	down    atomic.Bool
-	onEvent func(id string)
-}
-
-func newBenchAS(b *testing.B) *benchAS {
-	as := &benchAS{}
-	as.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if as.down.Load() {
-			_, _ = io.Copy(io.Discard, r.Body)
-			http.Error(w, `{"errcode":"M_UNKNOWN"}`, http.StatusServiceUnavailable)
-			return
-		}
-		var body struct {
-			Events []struct {
-				ID      string          `json:"event_id"`
-				Room    string          `json:"room_id"`
-				Sender  string          `json:"sender"`
-				Type    string          `json:"type"`
-				Content json.RawMessage `json:"content"`
-			} `json:"events"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-			http.Error(w, "bad json", http.StatusBadRequest)
-			return
-		}
-		if as.onEvent != nil {
-			for _, e := range body.Events {
-				as.onEvent(e.ID)
-			}
-		}
-		as.events.Add(int64(len(body.Events)))
-		as.txns.Add(1)
-		_, _ = io.WriteString(w, "{}")
-	}))
-	b.Cleanup(as.srv.Close)
+// newBenchAS starts an application service (hs_token "hs") that decodes
+// every body into events and keeps only counts, so that its memory does not
+// grow with the traffic.
+func newBenchAS(b *testing.B) *astest.Server {
+	as := astest.New(b, "hs")
+	as.CountOnly()
 	return as
 }
 
@@ -181,12 +146,12 @@ func benchEvent(i int, sender string) Event {
 
 // benchRegs returns n registrations pointing at the given ASes, service i
 // owning the users @as<i>_*.
-func benchRegs(ases []*benchAS) []*Registration {
+func benchRegs(ases []*astest.Server) []*Registration {
 	regs := make([]*Registration, len(ases))
 	for i, as := range ases {
 		regs[i] = &Registration{
-			ID: fmt.Sprintf("as%d", i), URL: as.srv.URL, ASToken: fmt.Sprintf("as-token-%d", i),
-			HSToken: "hs", SenderLocalpart: fmt.Sprintf("as%dbot", i),
+			ID: fmt.Sprintf("as%d", i), URL: as.URL(), ASToken: fmt.Sprintf("as-token-%d", i),
+			HSToken: as.HSToken(), SenderLocalpart: fmt.Sprintf("as%dbot", i),
 			Namespaces: Namespaces{Users: []Namespace{{Regex: fmt.Sprintf(`@as%d_.*:example\.org`, i), Exclusive: true}}},
 		}
 	}
@@ -275,7 +240,7 @@ func ceilingEventsPerSecond(b *testing.B) float64 {
 	defer client.CloseIdleConnections()
 	start := time.Now()
 	for i := range n {
-		req, err := http.NewRequest(http.MethodPut, as.srv.URL+"/_matrix/app/v1/transactions/"+strconv.Itoa(i+1), bytes.NewReader(body))
+		req, err := http.NewRequest(http.MethodPut, as.URL()+"/_matrix/app/v1/transactions/"+strconv.Itoa(i+1), bytes.NewReader(body))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -302,7 +267,7 @@ func BenchmarkDeliver(b *testing.B) {
 		b.Run(fmt.Sprintf("store=%s/as=%d", c.store, c.ases), func(b *testing.B) {
 			ceiling := ceilingEventsPerSecond(b)
 			const perIter, producers, batch, window = 200_000, 4, 100, 1_000
-			ases := make([]*benchAS, c.ases)
+			ases := make([]*astest.Server, c.ases)
 			for i := range ases {
 				ases[i] = newBenchAS(b)
 			}
@@ -311,7 +276,7 @@ func BenchmarkDeliver(b *testing.B) {
 			delivered := func() int64 {
 				var n int64
 				for _, as := range ases {
-					n += as.events.Load()
+					n += int64(as.Stats().Events)
 				}
 				return n
 			}
@@ -322,6 +287,10 @@ func BenchmarkDeliver(b *testing.B) {
 				start := time.Now()
 				base := delivered()
 				sentTo := make([]atomic.Int64, c.ases) // per AS, events accepted
+				before := make([]int64, c.ases)        // per AS, events delivered before
+				for i, as := range ases {
+					before[i] = int64(as.Stats().Events)
+				}
 				var wg sync.WaitGroup
 				for p := range producers {
 					wg.Go(func() {
@@ -330,7 +299,7 @@ func BenchmarkDeliver(b *testing.B) {
 								return
 							}
 							svc := k % c.ases
-							for sentTo[svc].Load()-(ases[svc].events.Load()) >= window {
+							for sentTo[svc].Load()-(int64(ases[svc].Stats().Events)-before[svc]) >= window {
 								time.Sleep(20 * time.Microsecond)
 							}
 							evs := make([]Event, batch)
@@ -350,13 +319,10 @@ func BenchmarkDeliver(b *testing.B) {
 					time.Sleep(20 * time.Microsecond)
 				}
 				elapsed += time.Since(start)
-				for _, as := range ases { // the window counts from zero each iteration
-					as.events.Store(0)
-				}
 			}
 			var txns int64
 			for _, as := range ases {
-				txns += as.txns.Load()
+				txns += int64(as.Stats().Txns)
 			}
 			rate := float64(perIter*b.N) / elapsed.Seconds()
 			b.ReportMetric(rate, "events/s")
@@ -378,16 +344,19 @@ func BenchmarkLatency(b *testing.B) {
 			sent := make([]time.Time, total)
 			lat := make([]time.Duration, total)
 			var seen atomic.Int64
-			ases := make([]*benchAS, n)
+			ases := make([]*astest.Server, n)
 			for i := range ases {
 				ases[i] = newBenchAS(b)
-				ases[i].onEvent = func(id string) {
-					k, err := benchEventIndex(id)
-					if err == nil && k < total {
-						lat[k] = time.Since(sent[k])
-						seen.Add(1)
+				ases[i].Respond(func(r astest.Request) astest.Answer {
+					for _, e := range r.Txn.Events {
+						k, err := benchEventIndex(e.ID)
+						if err == nil && k < total {
+							lat[k] = time.Since(sent[k])
+							seen.Add(1)
+						}
 					}
-				}
+					return astest.Answer{}
+				})
 			}
 			s := startBench(b, Config{Services: benchRegs(ases), Store: benchStore(b, "sqlite")})
 			ctx := context.Background()
@@ -435,8 +404,8 @@ func BenchmarkCatchup(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		as := newBenchAS(b)
-		as.down.Store(true)
-		cfg := Config{Services: benchRegs([]*benchAS{as}), Store: benchStore(b, "sqlite"),
+		as.Down()
+		cfg := Config{Services: benchRegs([]*astest.Server{as}), Store: benchStore(b, "sqlite"),
 			RetryInitial: time.Hour, RetryMax: time.Hour}
 		s := startBench(b, cfg)
 		ctx := context.Background()
@@ -460,18 +429,20 @@ func BenchmarkCatchup(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 		resetPeakRSS()
-		as.txns.Store(0)
+		before := as.Stats()
 		b.StartTimer()
 		start := time.Now()
-		as.down.Store(false)
+		as.Up()
 		s.ServiceUp("as0")
-		for as.events.Load() < total {
+		for as.Stats().Events-before.Events < total {
 			time.Sleep(time.Millisecond)
 		}
 		elapsed := time.Since(start)
-		b.ReportMetric(float64(as.events.Load())/elapsed.Seconds(), "drain-events/s")
+		got := as.Stats()
+		events := float64(got.Events - before.Events)
+		b.ReportMetric(events/elapsed.Seconds(), "drain-events/s")
 		b.ReportMetric(peakRSSMiB(), "peak-rss-MiB")
-		b.ReportMetric(float64(as.events.Load())/float64(as.txns.Load()), "events/txn")
+		b.ReportMetric(events/float64(got.Txns-before.Txns), "events/txn")
 	}
 }
 
@@ -486,8 +457,8 @@ func BenchmarkEnqueue(b *testing.B) {
 				perIter = 10_000
 			}
 			as := newBenchAS(b)
-			as.down.Store(true)
-			s := startBench(b, Config{Services: benchRegs([]*benchAS{as}), Store: benchStore(b, "sqlite"),
+			as.Down()
+			s := startBench(b, Config{Services: benchRegs([]*astest.Server{as}), Store: benchStore(b, "sqlite"),
 				RetryInitial: time.Hour, RetryMax: time.Hour})
 			ctx := context.Background()
 			var next atomic.Int64

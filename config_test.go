@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/asdeliver/scheduler/astest"
 )
 
 func TestNewRejectsBadConfig(t *testing.T) {
@@ -81,7 +83,7 @@ func TestNewFillsDefaults(t *testing.T) {
 
 func TestEnqueueRejectsBadEventsAndStoresNothing(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, reg("a", as, "@.*"))
 	s := start(t, cfg)
 	good := event("$good", "!r", "@x")
@@ -119,5 +121,5 @@ func TestEnqueueRejectsBadEventsAndStoresNothing(t *testing.T) {
 	}
 	require.NoError(t, s.Enqueue(ctx, event("$last", "!r", "@x")))
 	waitDelivered(t, as, 1)
-	assert.Equal(t, []string{"$last"}, as.deliveredIDs(), "no rejected call stored anything")
+	assert.Equal(t, []string{"$last"}, as.Delivered(), "no rejected call stored anything")
 }

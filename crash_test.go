@@ -42,7 +42,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,6 +58,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/asdeliver/scheduler"
+	"github.com/asdeliver/scheduler/astest"
 	"github.com/asdeliver/scheduler/store/sqlite"
 )
 
@@ -87,7 +87,6 @@ const (
 	crashCleanExit = 1500 * time.Millisecond
 
 	crashServerName = "example.org"
-	crashTxnPath    = "/_matrix/app/v1/transactions/"
 	crashLetters    = "abc" // the services' letters, in index order
 )
 
@@ -318,15 +317,14 @@ wait:
 
 // The services.
 
-// crashRequest is one request a service received.
+// crashRequest is one request a service received, as the checks read it.
 type crashRequest struct {
-	Seq    int64 // arrival order, across services
+	Seq    int64 // arrival order at the service
 	Gen    int   // the generation of the child that sent it
 	TxnID  int64
 	Body   []byte
-	Whole  bool // the body arrived complete
-	Status int  // the answer; 0 when none was given (the sender had died)
-	Start  time.Time
+	Whole  bool      // the body arrived complete
+	Status int       // the answer; 0 when none was given (the sender had died)
 	Done   time.Time // when the service recorded it, before answering
 }
 
@@ -356,22 +354,22 @@ type crashHook struct {
 	dead  <-chan struct{} // closed once the child is dead
 }
 
-// crashAS is one application service.
+// crashAS is one application service: an astest server that records
+// every request (and checks that a txn ID always carries the same body),
+// answering as the service's policy and the kill hook armed on it say.
 type crashAS struct {
+	*astest.Server
 	t      *testing.T
 	k      int
-	seq    *atomic.Int64
-	srv    *httptest.Server
 	up     atomic.Bool // crash-c: answers 200 once up
 	policy func() (status int, hang time.Duration)
 
 	mu   sync.Mutex
-	reqs []crashRequest
 	hook *crashHook
 }
 
-func newCrashAS(t *testing.T, k int, seq *atomic.Int64, rng *rand.Rand) *crashAS {
-	as := &crashAS{t: t, k: k, seq: seq}
+func newCrashAS(t *testing.T, k int, rng *rand.Rand) *crashAS {
+	as := &crashAS{Server: astest.New(t, "hs-crash-"+string(crashLetters[k])), t: t, k: k}
 	switch k {
 	case 0:
 		as.policy = func() (int, time.Duration) { return http.StatusOK, 0 }
@@ -400,8 +398,7 @@ func newCrashAS(t *testing.T, k int, seq *atomic.Int64, rng *rand.Rand) *crashAS
 			return http.StatusServiceUnavailable, 0
 		}
 	}
-	as.srv = httptest.NewServer(as)
-	t.Cleanup(as.srv.Close)
+	as.Respond(as.answer)
 	return as
 }
 
@@ -440,62 +437,27 @@ func (as *crashAS) takeHook(gen, status int, hang time.Duration) *crashHook {
 	return h
 }
 
-func (as *crashAS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req := crashRequest{Seq: as.seq.Add(1), Start: time.Now()}
-	var err error
-	req.Gen, _ = strconv.Atoi(r.Header.Get(crashGenHeader))
-	req.TxnID, err = strconv.ParseInt(strings.TrimPrefix(r.URL.Path, crashTxnPath), 10, 64)
-	wantAuth := "Bearer hs-crash-" + string(crashLetters[as.k])
-	if r.Method != http.MethodPut || !strings.HasPrefix(r.URL.Path, crashTxnPath) || err != nil ||
-		req.Gen < 1 || r.Header.Get("Authorization") != wantAuth {
-		as.t.Errorf("%s: unexpected request %s %s (generation %q)", as.name(), r.Method, r.URL.Path, r.Header.Get(crashGenHeader))
-		http.Error(w, `{"errcode":"M_UNRECOGNIZED"}`, http.StatusBadRequest)
-		return
-	}
-	req.Body, err = io.ReadAll(r.Body)
-	req.Whole = err == nil
-
-	var hook *crashHook
-	status, hang := 0, time.Duration(0)
-	if req.Whole {
-		status, hang = as.policy()
-		hook = as.takeHook(req.Gen, status, hang)
-	}
+// answer decides the answer to a request: the service's policy, and the
+// armed hook if the request fits it.
+func (as *crashAS) answer(r astest.Request) astest.Answer {
+	gen, _ := strconv.Atoi(r.Header.Get(crashGenHeader))
+	status, hang := as.policy()
+	a := astest.Answer{Status: status, Delay: hang}
+	hook := as.takeHook(gen, status, hang)
 	switch {
-	case hook != nil && hook.when == crashBeforeAnswer:
+	case hook == nil:
+	case hook.when == crashBeforeAnswer:
 		close(hook.fired)
-		<-hook.dead
-		status = 0
-	case hang > 0:
-		select {
-		case <-time.After(hang):
-		case <-r.Context().Done():
-			status = 0 // the sender is gone: nothing processed
+		return astest.Answer{Hold: hook.dead, Drop: true} // the AS never processed it
+	case hook.when == crashAfterAccept:
+		a.Recorded = func() {
+			close(hook.fired)
+			<-hook.dead
 		}
+	default: // crashAfterAnswer, crashAfterFailure
+		a.Answered = func() { close(hook.fired) }
 	}
-	req.Status, req.Done = status, time.Now()
-	as.mu.Lock()
-	as.reqs = append(as.reqs, req)
-	as.mu.Unlock()
-
-	if hook != nil && hook.when == crashAfterAccept {
-		close(hook.fired)
-		<-hook.dead
-	}
-	if status == 0 {
-		panic(http.ErrAbortHandler) // drop the connection, answer nothing
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	if status == http.StatusOK {
-		_, _ = io.WriteString(w, "{}")
-	} else {
-		_, _ = fmt.Fprintf(w, `{"errcode":"M_UNKNOWN","error":"failing on purpose (%d)"}`, status)
-	}
-	if hook != nil && (hook.when == crashAfterAnswer || hook.when == crashAfterFailure) {
-		_ = http.NewResponseController(w).Flush()
-		close(hook.fired)
-	}
+	return a
 }
 
 // requests returns what the service received, in the order its senders
@@ -503,9 +465,17 @@ func (as *crashAS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // time per service, so within a generation arrival order is send order; a
 // request of a dead child may be read after its successor started.
 func (as *crashAS) requests() []crashRequest {
-	as.mu.Lock()
-	reqs := slices.Clone(as.reqs)
-	as.mu.Unlock()
+	var reqs []crashRequest
+	for _, r := range as.Requests() {
+		gen, _ := strconv.Atoi(r.Header.Get(crashGenHeader))
+		txnID, err := strconv.ParseInt(r.TxnID, 10, 64)
+		if r.Method != http.MethodPut || err != nil || gen < 1 || r.Auth != "Bearer "+as.HSToken() {
+			as.t.Errorf("%s: unexpected request %s %s (generation %q)", as.name(), r.Method, r.Path, r.Header.Get(crashGenHeader))
+			continue
+		}
+		reqs = append(reqs, crashRequest{Seq: int64(r.N), Gen: gen, TxnID: txnID, Body: r.Body,
+			Whole: !r.Truncated, Status: r.Status, Done: r.Done})
+	}
 	slices.SortFunc(reqs, func(a, b crashRequest) int {
 		if a.Gen != b.Gen {
 			return a.Gen - b.Gen
@@ -868,7 +838,7 @@ loop:
 func (h *crashHarness) spec(gen, from, to int) crashChildSpec {
 	spec := crashChildSpec{DB: h.db, Gen: gen, From: from, To: to, Seed: h.seed}
 	for k, as := range h.as {
-		spec.URLs[k] = as.srv.URL
+		spec.URLs[k] = as.URL()
 	}
 	return spec
 }
@@ -947,9 +917,8 @@ func TestCrashTorture(t *testing.T) {
 		seed:  seed,
 		total: kills * crashEventsPerKill,
 	}
-	var seq atomic.Int64
 	for k := range h.as {
-		h.as[k] = newCrashAS(t, k, &seq, rand.New(rand.NewPCG(seed, uint64(10+k))))
+		h.as[k] = newCrashAS(t, k, rand.New(rand.NewPCG(seed, uint64(10+k))))
 	}
 
 	from, killed, clean, lagged := 0, 0, 0, 0
@@ -1049,17 +1018,6 @@ func TestCrashTorture(t *testing.T) {
 	}
 }
 
-// crashDiff says where b first differs from a.
-func crashDiff(a, b []byte) string {
-	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	lo := max(0, n-30)
-	return fmt.Sprintf("%d then %d bytes, first difference at byte %d: %q, then %q",
-		len(a), len(b), n, a[lo:min(len(a), n+30)], b[lo:min(len(b), n+30)])
-}
-
 // crashDelivery is one successful delivery of an event.
 type crashDelivery struct {
 	txn int64
@@ -1069,7 +1027,8 @@ type crashDelivery struct {
 }
 
 // check asserts guarantees 1 to 3 for one service from what it received,
-// and logs its figures.
+// and logs its figures. That a txn ID always carries the same body, the
+// service's astest server checks as the requests arrive.
 func (h *crashHarness) check(as *crashAS, attempts [][]time.Time) crashFigures {
 	t := h.t
 	name := as.name()
@@ -1089,7 +1048,6 @@ func (h *crashHarness) check(as *crashAS, attempts [][]time.Time) crashFigures {
 	}
 
 	var (
-		bodies     = map[int64][]byte{}        // txn ID → its body
 		deliveries = map[int][]crashDelivery{} // event → its deliveries, in send order
 		firsts     []int                       // events in order of first delivery
 		pending    = map[int64]bool{}          // txn IDs whose last attempt failed
@@ -1119,14 +1077,6 @@ func (h *crashHarness) check(as *crashAS, attempts [][]time.Time) crashFigures {
 		if !r.Whole {
 			pending[r.TxnID] = true
 			continue
-		}
-		// Guarantee 3: one txn ID, one body.
-		if prev, ok := bodies[r.TxnID]; ok {
-			if !bytes.Equal(prev, r.Body) {
-				fail("txn %d resent with a different body: %s", r.TxnID, crashDiff(prev, r.Body))
-			}
-		} else {
-			bodies[r.TxnID] = r.Body
 		}
 		if r.Status != http.StatusOK {
 			pending[r.TxnID] = true
@@ -1159,7 +1109,7 @@ func (h *crashHarness) check(as *crashAS, attempts [][]time.Time) crashFigures {
 				fail("txn %d carries an event not in the stream: %s", r.TxnID, raw)
 				continue
 			case !bytes.Equal(raw, crashEventRaw(i)):
-				fail("txn %d carries event %d altered: %s", r.TxnID, i, crashDiff(crashEventRaw(i), raw))
+				fail("txn %d carries event %d altered: %s, want %s", r.TxnID, i, raw, crashEventRaw(i))
 			case !crashWants(i, as.k):
 				fail("txn %d carries event %d, which the service does not want", r.TxnID, i)
 			case inTxn[i]:

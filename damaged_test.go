@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/asdeliver/scheduler/astest"
+
 	"github.com/asdeliver/scheduler/store"
 )
 
@@ -18,8 +20,8 @@ import (
 // backoff instead of flooding, and logs the ERROR once, not per retry.
 func TestDamagedStoredTransactionShowsInStatusAndLogsOnce(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.RetryInitial, cfg.RetryMax = 0, 0 // the defaults, on the fake clock
 	logs := &logRecorder{}
@@ -53,7 +55,7 @@ func TestDamagedStoredTransactionShowsInStatusAndLogsOnce(t *testing.T) {
 	assert.Equal(t, StateDown, st.State)
 	assert.Contains(t, st.LastError, "fails its hash check")
 	assert.Contains(t, st.LastError, "Scheduler.Purge")
-	assert.Len(t, as.allRequests(), 1, "the damaged transaction was not sent again")
+	assert.Len(t, as.Requests(), 1, "the damaged transaction was not sent again")
 	assert.Equal(t, 1, logs.count("stored transaction cannot be sent"), "logged once, not per retry")
 	waits := logs.durations(msgWaiting, "backoff")
 	require.GreaterOrEqual(t, len(waits), 3)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/asdeliver/scheduler/astest"
 )
 
 // TestDeviceListsInterestAndMergeLaterWins: each service that opted in to
@@ -18,9 +20,9 @@ import (
 // transaction merge, a later one winning.
 func TestDeviceListsInterestAndMergeLaterWins(t *testing.T) {
 	ctx := context.Background()
-	dev := newFakeAS(t, "t1")   // MSC3202, users @dev_
-	roomy := newFakeAS(t, "t2") // MSC3202, rooms !shared
-	eph := newFakeAS(t, "t3")   // ephemeral only, wants every user
+	dev := astest.New(t, "t1")   // MSC3202, users @dev_
+	roomy := astest.New(t, "t2") // MSC3202, rooms !shared
+	eph := astest.New(t, "t3")   // ephemeral only, wants every user
 	roomyReg := withFlags(reg("roomy", roomy), false, false, true)
 	roomyReg.Namespaces.Rooms = []Namespace{{Regex: "!shared"}}
 	cfg := testConfig(t,
@@ -33,11 +35,11 @@ func TestDeviceListsInterestAndMergeLaterWins(t *testing.T) {
 
 	// Hold the first transaction of dev and roomy so the summaries queue
 	// up behind it and leave in one transaction.
-	dev.hangRequests()
-	roomy.hangRequests()
+	dev.Hang()
+	roomy.Hang()
 	require.NoError(t, s.Enqueue(ctx, event("$first", "!shared:example.org", "@dev_x:example.org")))
-	<-dev.arrived
-	<-roomy.arrived
+	waitArrived(t, dev, 1)
+	waitArrived(t, roomy, 1)
 	for _, c := range []DeviceListChanges{
 		{Changed: []string{"@dev_a:example.org", "@dev_b:example.org", "@carol:remote.org", "@zed:example.org"}, Left: []string{"@dev_gone:example.org"}},
 		{Changed: []string{"@dev_gone:example.org"}, Left: []string{"@dev_a:example.org", "@carol:remote.org"}},
@@ -48,10 +50,10 @@ func TestDeviceListsInterestAndMergeLaterWins(t *testing.T) {
 	// A marker both want, in the same transaction as the summaries.
 	end := event("$end", "!shared:example.org", "@dev_y:example.org")
 	require.NoError(t, s.Enqueue(ctx, end))
-	dev.release()
-	roomy.release()
-	for _, as := range []*fakeAS{dev, roomy, eph} {
-		waitFor(t, "marker", func() bool { return as.count("$end") == 1 })
+	dev.Release()
+	roomy.Release()
+	for _, as := range []*astest.Server{dev, roomy, eph} {
+		waitFor(t, "marker", func() bool { return as.Deliveries("$end") == 1 })
 	}
 
 	devBodies, roomyBodies := txnBodies(dev), txnBodies(roomy)
@@ -73,7 +75,7 @@ func TestDeviceListsInterestAndMergeLaterWins(t *testing.T) {
 // fails the call, which stores nothing, not even what was decided.
 func TestUserRoomsErrorFailsTheCallAndStoresNothing(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, withFlags(reg("a", as, "@a_"), true, false, true))
 	cfg.Rooms = roomsDirectory{fakeDirectory: fakeDirectory{err: errors.New("membership cache is down")}}
 	s := start(t, cfg)
@@ -92,8 +94,8 @@ func TestUserRoomsErrorFailsTheCallAndStoresNothing(t *testing.T) {
 // counts under both spellings.
 func TestDeviceKeyCountsBothSpellingsAndFallback(t *testing.T) {
 	ctx := context.Background()
-	keys := newFakeAS(t, "t1")
-	other := newFakeAS(t, "t2")
+	keys := astest.New(t, "t1")
+	other := astest.New(t, "t2")
 	s := start(t, testConfig(t,
 		withFlags(reg("keys", keys, "@k_"), false, false, true),
 		withFlags(reg("other", other, "@o_"), true, false, false))) // no MSC3202
@@ -113,14 +115,14 @@ func TestDeviceKeyCountsBothSpellingsAndFallback(t *testing.T) {
 		string(txnBodies(keys)[0]))
 	_, err := s.Status(ctx, "other")
 	require.NoError(t, err)
-	assert.Empty(t, other.allRequests(), "no MSC3202 opt-in, nothing sent")
+	assert.Empty(t, other.Requests(), "no MSC3202 opt-in, nothing sent")
 }
 
 // TestLargeDeviceListSummaryIsStoredInParts: a summary larger than
 // MaxTxnBytes is stored in parts that merge to the whole.
 func TestLargeDeviceListSummaryIsStoredInParts(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, withFlags(reg("a", as, "@"), false, false, true))
 	cfg.MaxTxnBytes = 300
 	cfg.MaxPoolBytes = 1 << 20

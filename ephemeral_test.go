@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/asdeliver/scheduler/astest"
 )
 
 // TestEphemeralInterest checks who receives typing, receipts and presence,
@@ -17,9 +19,9 @@ import (
 // and only for services that opted in.
 func TestEphemeralInterest(t *testing.T) {
 	ctx := context.Background()
-	byRoom := newFakeAS(t, "t1")     // rooms namespace, stable opt-in
-	byUser := newFakeAS(t, "t2")     // users namespace, unstable opt-in
-	notOptedIn := newFakeAS(t, "t3") // wants everything, opted in to MSC3202 only
+	byRoom := astest.New(t, "t1")     // rooms namespace, stable opt-in
+	byUser := astest.New(t, "t2")     // users namespace, unstable opt-in
+	notOptedIn := astest.New(t, "t3") // wants everything, opted in to MSC3202 only
 	rooms := withFlags(reg("rooms", byRoom), true, false, false)
 	rooms.Namespaces.Rooms = []Namespace{{Regex: "!bridged"}}
 	rooms.Namespaces.Aliases = []Namespace{{Regex: "#bridged_"}}
@@ -43,17 +45,17 @@ func TestEphemeralInterest(t *testing.T) {
 
 	cases := []struct {
 		ev       EphemeralEvent
-		wantedBy []*fakeAS
+		wantedBy []*astest.Server
 	}{
-		{typingIn(t, "!bridged1:example.org", "typing in a namespaced room"), []*fakeAS{byRoom}},
-		{receiptIn(t, "!bridged2:example.org", "receipt in a namespaced room"), []*fakeAS{byRoom}},
-		{typingIn(t, "!aliased:example.org", "typing in a room with a namespaced alias"), []*fakeAS{byRoom}},
-		{receiptIn(t, "!withu:example.org", "receipt in a room with a namespaced member"), []*fakeAS{byUser}},
+		{typingIn(t, "!bridged1:example.org", "typing in a namespaced room"), []*astest.Server{byRoom}},
+		{receiptIn(t, "!bridged2:example.org", "receipt in a namespaced room"), []*astest.Server{byRoom}},
+		{typingIn(t, "!aliased:example.org", "typing in a room with a namespaced alias"), []*astest.Server{byRoom}},
+		{receiptIn(t, "!withu:example.org", "receipt in a room with a namespaced member"), []*astest.Server{byUser}},
 		{typingIn(t, "!nothing:example.org", "typing elsewhere"), nil},
-		{presenceOf(t, "@u_bob:example.org", "presence of a namespaced user"), []*fakeAS{byUser}},
-		{presenceOf(t, "@usersbot:example.org", "presence of the AS's own user"), []*fakeAS{byUser}},
-		{presenceOf(t, "@carol:remote.org", "presence of a user in a namespaced room"), []*fakeAS{byRoom}},
-		{presenceOf(t, "@dave:remote.org", "presence of a user sharing a room with a namespaced member"), []*fakeAS{byUser}},
+		{presenceOf(t, "@u_bob:example.org", "presence of a namespaced user"), []*astest.Server{byUser}},
+		{presenceOf(t, "@usersbot:example.org", "presence of the AS's own user"), []*astest.Server{byUser}},
+		{presenceOf(t, "@carol:remote.org", "presence of a user in a namespaced room"), []*astest.Server{byRoom}},
+		{presenceOf(t, "@dave:remote.org", "presence of a user sharing a room with a namespaced member"), []*astest.Server{byUser}},
 		{presenceOf(t, "@erin:remote.org", "presence of a user in no interesting room"), nil},
 	}
 	var all []EphemeralEvent
@@ -66,21 +68,21 @@ func TestEphemeralInterest(t *testing.T) {
 	require.NoError(t, s.Enqueue(ctx,
 		event("$end-rooms", "!bridged9:example.org", "@z:example.org"),
 		event("$end-users", "!x:example.org", "@u_end:example.org")))
-	for _, as := range []*fakeAS{byRoom, byUser, notOptedIn} {
+	for _, as := range []*astest.Server{byRoom, byUser, notOptedIn} {
 		waitDelivered(t, as, 1)
 	}
-	waitFor(t, "markers", func() bool { return byRoom.count("$end-rooms") == 1 && byUser.count("$end-users") == 1 })
+	waitFor(t, "markers", func() bool { return byRoom.Deliveries("$end-rooms") == 1 && byUser.Deliveries("$end-users") == 1 })
 	for _, c := range cases {
 		var marker string
 		require.NoError(t, json.Unmarshal(bodyKeys(t, c.ev.Raw)["content"], &struct {
 			Marker *string `json:"marker"`
 		}{&marker}))
-		for _, as := range []*fakeAS{byRoom, byUser, notOptedIn} {
+		for _, as := range []*astest.Server{byRoom, byUser, notOptedIn} {
 			want := false
 			for _, w := range c.wantedBy {
 				want = want || w == as
 			}
-			assert.Equal(t, want, received(as, marker), "%s: AS %s", marker, as.token)
+			assert.Equal(t, want, received(as, marker), "%s: AS %s", marker, as.HSToken())
 		}
 	}
 	_, err := s.Status(ctx, "nourl")
@@ -92,7 +94,7 @@ func TestEphemeralInterest(t *testing.T) {
 // "events" present as [] when the transaction holds no event.
 func TestEphemeralBodyKeysPerFlags(t *testing.T) {
 	ctx := context.Background()
-	stable, unstable, both := newFakeAS(t, "s"), newFakeAS(t, "u"), newFakeAS(t, "b")
+	stable, unstable, both := astest.New(t, "s"), astest.New(t, "u"), astest.New(t, "b")
 	var regs []*Registration
 	for _, r := range []*Registration{
 		withFlags(reg("stable", stable), true, false, false),
@@ -106,7 +108,7 @@ func TestEphemeralBodyKeysPerFlags(t *testing.T) {
 	ev := typingIn(t, "!r:example.org", "keys")
 	require.NoError(t, s.EnqueueEphemeral(ctx, ev))
 	raw := string(ev.Raw)
-	for as, want := range map[*fakeAS]string{
+	for as, want := range map[*astest.Server]string{
 		stable:   `{"events":[],"ephemeral":[` + raw + `]}`,
 		unstable: `{"events":[],"de.sorunome.msc2409.ephemeral":[` + raw + `]}`,
 		both:     `{"events":[],"ephemeral":[` + raw + `],"de.sorunome.msc2409.ephemeral":[` + raw + `]}`,
@@ -115,7 +117,7 @@ func TestEphemeralBodyKeysPerFlags(t *testing.T) {
 		bodies := txnBodies(as)
 		require.Len(t, bodies, 1)
 		assert.Equal(t, want, string(bodies[0]))
-		assert.Equal(t, "application/json", as.successes()[0].ContentType)
+		assert.Equal(t, "application/json", successes(as)[0].ContentType)
 	}
 }
 
@@ -125,13 +127,13 @@ func TestEphemeralBodyKeysPerFlags(t *testing.T) {
 // poll), each transaction a contiguous run of what was enqueued.
 func TestEphemeralAndToDeviceAtMost100PerTxnRestLeavesAtOnce(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.hangRequests()
+	as := astest.New(t, "tok")
+	as.Hang()
 	r := withFlags(reg("a", as, "@a_"), true, false, false)
 	r.Namespaces.Rooms = []Namespace{{Regex: "!r"}}
 	s := start(t, testConfig(t, r))
 	require.NoError(t, s.Enqueue(ctx, event("$first", "!r", "@a_x")))
-	<-as.arrived // the first transaction hangs while the rest queues up
+	waitArrived(t, as, 1) // the first transaction hangs while the rest queues up
 
 	var typing []EphemeralEvent
 	for i := range 250 {
@@ -143,7 +145,7 @@ func TestEphemeralAndToDeviceAtMost100PerTxnRestLeavesAtOnce(t *testing.T) {
 	}
 	require.NoError(t, s.EnqueueEphemeral(ctx, typing...))
 	require.NoError(t, s.EnqueueToDevice(ctx, msgs...))
-	as.release()
+	as.Release()
 	waitReceived(t, as, "t249")
 
 	type counts struct{ events, ephemeral, toDevice int }
@@ -185,8 +187,8 @@ func TestEphemeralAndToDeviceAtMost100PerTxnRestLeavesAtOnce(t *testing.T) {
 // everything the transactions before it held, after an outage too.
 func TestEphemeralAndEventsKeepEnqueueOrderAcrossTxns(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 	r := withFlags(reg("a", as, "@a_"), false, true, false)
 	r.Namespaces.Rooms = []Namespace{{Regex: "!r"}}
 	cfg := testConfig(t, r)
@@ -218,7 +220,7 @@ func TestEphemeralAndEventsKeepEnqueueOrderAcrossTxns(t *testing.T) {
 			waitDown(t, s, "a")
 		}
 	}
-	as.up()
+	as.Up()
 	s.ServiceUp("a")
 	waitFor(t, "everything delivered", func() bool {
 		st, err := s.Status(ctx, "a")
@@ -271,8 +273,8 @@ func TestEphemeralAndEventsKeepEnqueueOrderAcrossTxns(t *testing.T) {
 // transaction and resent byte for byte under the same ID.
 func TestEphemeralRetriedByteIdentical(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.setFail(func(n int) int {
+	as := astest.New(t, "tok")
+	as.FailWith(func(n int) int {
 		if n < 3 {
 			return 500
 		}
@@ -283,7 +285,7 @@ func TestEphemeralRetriedByteIdentical(t *testing.T) {
 	s := start(t, testConfig(t, r))
 	require.NoError(t, s.EnqueueEphemeral(ctx, typingIn(t, "!r:example.org", "x1"), presenceOf(t, "@a_p:example.org", "x2")))
 	waitReceived(t, as, "x1")
-	reqs := as.allRequests()
+	reqs := as.Requests()
 	require.Len(t, reqs, 4)
 	for _, r := range reqs[1:] {
 		assert.Equal(t, reqs[0].TxnID, r.TxnID)
@@ -297,8 +299,8 @@ func TestEphemeralRetriedByteIdentical(t *testing.T) {
 // changed; transactions formed afterwards follow the new registration.
 func TestBodyFormatIsFixedWhenTheTxnIsFormed(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 	r := withFlags(reg("a", as, "@a_"), true, false, false)
 	r.Namespaces.Rooms = []Namespace{{Regex: "!r"}}
 	cfg := testConfig(t, r)
@@ -307,16 +309,16 @@ func TestBodyFormatIsFixedWhenTheTxnIsFormed(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.Start(ctx))
 	require.NoError(t, s.EnqueueEphemeral(ctx, typingIn(t, "!r:example.org", "before")))
-	waitFor(t, "a failed attempt", func() bool { return as.failures() > 0 })
+	waitFor(t, "a failed attempt", func() bool { return as.Stats().Failed > 0 })
 	require.NoError(t, s.Stop(ctx))
-	first := as.allRequests()[0]
+	first := as.Requests()[0]
 	require.True(t, strings.HasPrefix(string(first.Body), `{"events":[],"ephemeral":[`), "%s", first.Body)
 
 	// The service now opts in to the unstable key only.
 	r2 := withFlags(reg("a", as, "@a_"), false, true, false)
 	r2.Namespaces.Rooms = r.Namespaces.Rooms
 	cfg.Services = []*Registration{r2}
-	as.up()
+	as.Up()
 	s2 := start(t, cfg)
 	waitReceived(t, as, "before")
 	require.NoError(t, s2.EnqueueEphemeral(ctx, typingIn(t, "!r:example.org", "after")))

@@ -12,11 +12,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/asdeliver/scheduler/astest"
 	"github.com/asdeliver/scheduler/store"
 )
 
 func TestCommitsOverlapUpToTheLimitAndKeepEveryEvent(t *testing.T) {
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	gate := make(chan struct{})
 	var inFlight, most atomic.Int32
@@ -57,7 +58,7 @@ func TestCommitsOverlapUpToTheLimitAndKeepEveryEvent(t *testing.T) {
 	}
 	assert.Equal(t, int32(maxCommitsInFlight), most.Load(), "never more commits in flight than the limit")
 	waitDelivered(t, as, calls)
-	assert.ElementsMatch(t, []string{"$0", "$1", "$2", "$3", "$4", "$5"}, as.deliveredIDs())
+	assert.ElementsMatch(t, []string{"$0", "$1", "$2", "$3", "$4", "$5"}, as.Delivered())
 }
 
 // orderedStore is a Store with store.OrderedAppender: its Append stores the
@@ -102,7 +103,7 @@ func (o *orderedStore) NextTxn(ctx context.Context, service string, epoch store.
 }
 
 func TestIdleServiceFormsItsTransactionBeforeTheAppendReturns(t *testing.T) {
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.Store = &orderedStore{Store: cfg.Store}
 	s := start(t, cfg)
@@ -113,5 +114,5 @@ func TestIdleServiceFormsItsTransactionBeforeTheAppendReturns(t *testing.T) {
 		require.NoError(t, s.Enqueue(ctx, event(fmt.Sprintf("$%d", i), "!r", "@a_x")))
 		waitDelivered(t, as, i+1)
 	}
-	assert.Equal(t, []string{"$0", "$1", "$2"}, as.deliveredIDs())
+	assert.Equal(t, []string{"$0", "$1", "$2"}, as.Delivered())
 }

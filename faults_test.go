@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/asdeliver/scheduler/astest"
 	"github.com/asdeliver/scheduler/store"
 	"github.com/asdeliver/scheduler/store/sqlite"
 )
@@ -163,9 +164,9 @@ func (f *faultStore) Backlogs(ctx context.Context) ([]store.Backlog, error) {
 
 // faultSetup starts a scheduler for one service "a" on a fault store over
 // a memory store, with a short PollInterval.
-func faultSetup(t *testing.T) (*Scheduler, *faultStore, *fakeAS) {
+func faultSetup(t *testing.T) (*Scheduler, *faultStore, *astest.Server) {
 	t.Helper()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	fs := newFaultStore(cfg.Store)
 	cfg.Store = fs
@@ -223,14 +224,14 @@ func faultWaitRetries(t *testing.T, fs *faultStore, method string, n int) {
 // body (the fake AS checks that itself); successful txn IDs never going
 // down, a repeated ID only straight after itself. It returns the number of
 // repeated deliveries.
-func faultCheckDelivery(t *testing.T, as *fakeAS, want []string) int {
+func faultCheckDelivery(t *testing.T, as *astest.Server, want []string) int {
 	t.Helper()
 	waitDelivered(t, as, len(want))
-	require.Equal(t, want, as.deliveredIDs(), "every accepted event, first delivered in enqueue order")
+	require.Equal(t, want, as.Delivered(), "every accepted event, first delivered in enqueue order")
 	var last int64
 	repeats := 0
 	seen := map[int64]bool{}
-	for _, r := range as.successes() {
+	for _, r := range successes(as) {
 		id, err := strconv.ParseInt(r.TxnID, 10, 64)
 		require.NoError(t, err)
 		require.GreaterOrEqual(t, id, last, "txn %d delivered after txn %d", id, last)
@@ -256,7 +257,7 @@ func TestFaultDiskFullFailsEnqueueUntilDeliveriesFreeSpace(t *testing.T) {
 		sqlite.Options{MaxSize: sqlite.MinMaxSize, Synchronous: sqlite.SynchronousNormal})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, st.Close()) })
-	asA, asB := newFakeAS(t, "tok-a"), newFakeAS(t, "tok-b")
+	asA, asB := astest.New(t, "tok-a"), astest.New(t, "tok-b")
 	cfg := testConfig(t, reg("a", asA, "@a_.*"), reg("b", asB, "@b_.*"))
 	cfg.Store = st
 	cfg.PollInterval = faultPoll
@@ -267,7 +268,7 @@ func TestFaultDiskFullFailsEnqueueUntilDeliveriesFreeSpace(t *testing.T) {
 	waitDelivered(t, asA, len(early))
 
 	// a goes down; its backlog fills the store.
-	asA.down()
+	asA.Down()
 	var accepted, refused []Event
 	for i := 0; ; i++ {
 		require.Less(t, i, 1000, "Enqueue never failed")
@@ -299,7 +300,7 @@ func TestFaultDiskFullFailsEnqueueUntilDeliveriesFreeSpace(t *testing.T) {
 
 	// a comes back: the backlog drains, which makes room, and the caller's
 	// retry of the refused call succeeds.
-	asA.up()
+	asA.Up()
 	s.ServiceUp("a")
 	// Room comes back as the backlog drains, not all at once: each caller
 	// retries on ErrFull until its call fits.
@@ -348,7 +349,7 @@ func TestFaultAppendFailsEnqueueAndLosesNothing(t *testing.T) {
 			waitDelivered(t, as, len(before))
 
 			// Accepted while the AS is down: pending when the fault starts.
-			as.down()
+			as.Down()
 			pending := faultEvents("pending", 10)
 			faultEnqueue(t, s, pending, 5)
 			waitDown(t, s, "a")
@@ -361,7 +362,7 @@ func TestFaultAppendFailsEnqueueAndLosesNothing(t *testing.T) {
 				require.ErrorContains(t, err, "error storing events")
 			}
 			// The pending events leave while Append still fails.
-			as.up()
+			as.Up()
 			s.ServiceUp("a")
 			waitDelivered(t, as, len(before)+len(pending))
 
@@ -379,7 +380,7 @@ func TestFaultAppendFailsEnqueueAndLosesNothing(t *testing.T) {
 func TestFaultAppendFailingAfterItsCommitIsSafeToRetry(t *testing.T) {
 	ctx := context.Background()
 	s, fs, as := faultSetup(t)
-	as.down()
+	as.Down()
 	first := faultEvents("first", 5)
 	faultEnqueue(t, s, first, 5)
 
@@ -389,11 +390,11 @@ func TestFaultAppendFailingAfterItsCommitIsSafeToRetry(t *testing.T) {
 	fs.clear()
 	require.NoError(t, s.Enqueue(ctx, unsure...), "the caller retries the call")
 
-	as.up()
+	as.Up()
 	s.ServiceUp("a")
 	faultCheckDelivery(t, as, faultIDs(first, unsure))
 	for _, id := range faultIDs(unsure) {
-		assert.Equal(t, 1, as.count(id), "%s delivered once", id)
+		assert.Equal(t, 1, as.Deliveries(id), "%s delivered once", id)
 	}
 }
 
@@ -410,7 +411,7 @@ func TestFaultNextTxnFailingPausesDeliveryUntilItClears(t *testing.T) {
 	during := faultEvents("during", 40)
 	faultEnqueue(t, s, during, 4)
 	faultWaitRetries(t, fs, "NextTxn", 6)
-	require.Len(t, as.deliveredIDs(), len(before), "no transaction can be formed")
+	require.Len(t, as.Delivered(), len(before), "no transaction can be formed")
 	st, err := s.Status(context.Background(), "a")
 	require.NoError(t, err)
 	require.Equal(t, len(during), st.QueuedEvents)
@@ -459,7 +460,7 @@ func TestFaultCompleteFailingResendsTheSameTransaction(t *testing.T) {
 	fs.clear()
 
 	faultCheckDelivery(t, as, faultIDs(events))
-	reqs := as.successes()
+	reqs := successes(as)
 	require.GreaterOrEqual(t, len(reqs), 4)
 	for _, r := range reqs[1:4] {
 		assert.Equal(t, reqs[0].TxnID, r.TxnID, "the unrecorded transaction is resent under its ID")
@@ -490,15 +491,15 @@ func TestFaultCompleteFailingAfterItsCommit(t *testing.T) {
 // once the fault clears.
 func TestFaultTxnsFailingPausesRecoveryUntilItClears(t *testing.T) {
 	s, fs, as := faultSetup(t)
-	as.down()
+	as.Down()
 	events := faultEvents("e", 20)
 	faultEnqueue(t, s, events, 5)
 	waitDown(t, s, "a")
 	fs.set(errFaultIO, "Txns")
-	as.up()
+	as.Up()
 	s.ServiceUp("a")
 	faultWaitRetries(t, fs, "Txns", 5)
-	require.Empty(t, as.deliveredIDs(), "the stored transaction comes first, and cannot be read")
+	require.Empty(t, as.Delivered(), "the stored transaction comes first, and cannot be read")
 
 	fs.clear()
 	faultCheckDelivery(t, as, faultIDs(events))
@@ -508,7 +509,7 @@ func TestFaultTxnsFailingPausesRecoveryUntilItClears(t *testing.T) {
 // TestFaultClaimFailingDelaysDeliveryUntilItClears: the lease cannot be
 // taken at Start; events are still accepted and leave once it can.
 func TestFaultClaimFailingDelaysDeliveryUntilItClears(t *testing.T) {
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	fs := newFaultStore(cfg.Store)
 	fs.set(errFaultReadOnly, "Claim")
@@ -519,7 +520,7 @@ func TestFaultClaimFailingDelaysDeliveryUntilItClears(t *testing.T) {
 	events := faultEvents("e", 20)
 	faultEnqueue(t, s, events, 5)
 	faultWaitRetries(t, fs, "Claim", 5)
-	require.Empty(t, as.deliveredIDs())
+	require.Empty(t, as.Delivered())
 	fs.clear()
 	faultCheckDelivery(t, as, faultIDs(events))
 }
@@ -529,7 +530,7 @@ func TestFaultClaimFailingDelaysDeliveryUntilItClears(t *testing.T) {
 // failures do not hold up delivery of what is enqueued in-process.
 func TestFaultBacklogsFailing(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	fs := newFaultStore(cfg.Store)
 	fs.set(errFaultIO, "Backlogs")
@@ -564,7 +565,7 @@ func TestFaultChaosLosesNothing(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 5))
 	var rngMu sync.Mutex
 	methods := []string{"Append", "Claim", "NextTxn", "Txns", "Complete", "Backlogs"}
-	as.setFail(func(int) int {
+	as.FailWith(func(int) int {
 		rngMu.Lock()
 		defer rngMu.Unlock()
 		if rng.IntN(4) == 0 {
@@ -613,7 +614,7 @@ func TestFaultChaosLosesNothing(t *testing.T) {
 	close(done)
 	wg.Wait()
 	fs.clear()
-	as.up()
+	as.Up()
 	s.ServiceUp("a")
 	t.Logf("%d events accepted, %d calls refused; injected failures: Append %d, Claim %d, NextTxn %d, Txns %d, Complete %d, Backlogs %d",
 		len(accepted), refused, len(fs.failures("Append")), len(fs.failures("Claim")), len(fs.failures("NextTxn")),

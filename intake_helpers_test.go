@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/asdeliver/scheduler/astest"
 )
 
 // mustEphemeral parses raw, failing the test if it is invalid.
@@ -64,9 +66,9 @@ func keysOf(m map[string]json.RawMessage) []string {
 
 // txnBodies returns the bodies of the transactions as received successfully,
 // in arrival order.
-func txnBodies(as *fakeAS) [][]byte {
+func txnBodies(as *astest.Server) [][]byte {
 	var out [][]byte
-	for _, r := range as.successes() {
+	for _, r := range successes(as) {
 		if strings.HasPrefix(r.Path, "/_matrix/app/v1/transactions/") {
 			out = append(out, r.Body)
 		}
@@ -76,7 +78,7 @@ func txnBodies(as *fakeAS) [][]byte {
 
 // received reports whether a transaction as received successfully contains
 // marker (quoted, as it appears in JSON).
-func received(as *fakeAS, marker string) bool {
+func received(as *astest.Server, marker string) bool {
 	q := fmt.Sprintf("%q", marker)
 	for _, b := range txnBodies(as) {
 		if strings.Contains(string(b), q) {
@@ -87,7 +89,7 @@ func received(as *fakeAS, marker string) bool {
 }
 
 // waitReceived waits until as received a transaction containing marker.
-func waitReceived(t testing.TB, as *fakeAS, marker string) {
+func waitReceived(t testing.TB, as *astest.Server, marker string) {
 	t.Helper()
 	waitFor(t, "marker "+marker+" delivered", func() bool { return received(as, marker) })
 }

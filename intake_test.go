@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/asdeliver/scheduler/astest"
 )
 
 func TestParseEphemeralEvent(t *testing.T) {
@@ -62,7 +64,7 @@ func TestParseEphemeralEvent(t *testing.T) {
 
 func TestIntakeRejectsInvalidInputAndStoresNothing(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, withFlags(reg("a", as, "@.*"), true, true, true))
 	cfg.Rooms = fakeDirectory{}
 	cfg.MaxTxnBytes = 400
@@ -158,7 +160,7 @@ func TestIntakeRejectsInvalidInputAndStoresNothing(t *testing.T) {
 
 func TestIntakeLifecycleErrors(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	s, err := New(testConfig(t, withFlags(reg("a", as, "@.*"), true, false, true)))
 	require.NoError(t, err)
 	calls := map[string]func() error{
@@ -187,7 +189,7 @@ func TestIntakeLifecycleErrors(t *testing.T) {
 
 func TestIntakeCallLargerThanThePoolIsRefused(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, withFlags(reg("a", as, "@.*"), true, false, true))
 	cfg.MaxPoolEvents = 2
 	s := start(t, cfg)

@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/asdeliver/scheduler/astest"
+
 	"github.com/asdeliver/scheduler/store/memory"
 )
 
@@ -18,8 +20,8 @@ import (
 // false "taken by another process" and restarted its backoff at its first
 // step. Store and scheduler read one fake clock, so the test is exact.
 func TestLeaseOutlivesRetryWaitsLongerThanItsTTL(t *testing.T) {
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 	clk := newFakeClock()
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	st := memory.NewWithClock(clk.Now)
@@ -49,8 +51,8 @@ func TestLeaseIsRenewedWhileAPUTHangs(t *testing.T) {
 			name = "renewal fails"
 		}
 		t.Run(name, func(t *testing.T) {
-			as := newFakeAS(t, "tok")
-			as.hangRequests()
+			as := astest.New(t, "tok")
+			as.Hang()
 			clk := newFakeClock()
 			cfg := testConfig(t, reg("a", as, "@a_.*"))
 			st := memory.NewWithClock(clk.Now)
@@ -62,22 +64,22 @@ func TestLeaseIsRenewedWhileAPUTHangs(t *testing.T) {
 			cfg.Logger = slog.New(logs)
 			s := startOnClock(t, cfg, clk, 2)
 			require.NoError(t, s.Enqueue(context.Background(), event("$1", "!r", "@a_x")))
-			<-as.arrived
+			waitArrived(t, as, 1)
 			if renewFails {
 				fs.set(errFaultIO, "Claim")
 			}
 			start := clk.Now()
 			waitFor(t, "ten lease lifetimes", func() bool { return clk.Now().Sub(start) > 10*cfg.LeaseTTL })
 			if !renewFails {
-				as.release()
+				as.Release()
 				waitDelivered(t, as, 1)
 				assert.Zero(t, logs.count(msgLeaseLost), "the lease never lapsed")
 				return
 			}
-			waitFor(t, "the PUT to be cancelled", func() bool { return as.failures() == 1 })
+			waitFor(t, "the PUT to be cancelled", func() bool { return as.Stats().Failed == 1 })
 			assert.Positive(t, logs.count(msgLeaseLost))
 			fs.clear()
-			as.release()
+			as.Release()
 			waitDelivered(t, as, 1)
 		})
 	}

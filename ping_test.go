@@ -11,24 +11,26 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/asdeliver/scheduler/astest"
 )
 
 func TestPingSucceedsAndCutsALongBackoffShort(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "hs-secret")
-	as.down()
+	as := astest.New(t, "hs-secret")
+	as.Down()
 	cfg := testConfig(t, reg("a", as, "@a_"))
 	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
 	s := start(t, cfg)
 	require.NoError(t, s.Enqueue(ctx, event("$1", "!r", "@a_x")))
 	waitDown(t, s, "a")
-	failed := len(as.allRequests())
+	failed := len(as.Requests())
 
-	as.up()
+	as.Up()
 	rtt, err := s.Ping(ctx, "a", "ping-1")
 	require.NoError(t, err)
 	assert.Positive(t, rtt)
-	ping := as.allRequests()[failed]
+	ping := as.Requests()[failed]
 	assert.Equal(t, http.MethodPost, ping.Method)
 	assert.Equal(t, "/_matrix/app/v1/ping", ping.Path)
 	assert.Equal(t, "Bearer hs-secret", ping.Auth)
@@ -46,10 +48,10 @@ func TestPingSucceedsAndCutsALongBackoffShort(t *testing.T) {
 
 func TestPingErrors(t *testing.T) {
 	ctx := context.Background()
-	failing := newFakeAS(t, "tok-failing")
-	failing.setFail(func(int) int { return http.StatusBadGateway })
-	hanging := newFakeAS(t, "tok-hanging")
-	hanging.hangRequests()
+	failing := astest.New(t, "tok-failing")
+	failing.FailWith(func(int) int { return http.StatusBadGateway })
+	hanging := astest.New(t, "tok-hanging")
+	hanging.Hang()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	closed := "http://" + l.Addr().String()
@@ -104,8 +106,8 @@ func TestLegacyQueryAuth(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			as := newFakeAS(t, "secret/hs+token")
-			as.setFail(func(n int) int {
+			as := astest.New(t, "secret/hs+token")
+			as.FailWith(func(n int) int {
 				if n == 0 {
 					return http.StatusInternalServerError
 				}
@@ -125,7 +127,7 @@ func TestLegacyQueryAuth(t *testing.T) {
 			if legacy {
 				wantQuery = "access_token=secret%2Fhs%2Btoken"
 			}
-			reqs := as.allRequests()
+			reqs := as.Requests()
 			require.Len(t, reqs, 3) // a failed PUT, its retry, the ping
 			for _, r := range reqs {
 				assert.Equal(t, wantQuery, r.Query, "%s %s", r.Method, r.Path)

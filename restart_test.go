@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/asdeliver/scheduler/astest"
 	"github.com/asdeliver/scheduler/store/sqlite"
 )
 
@@ -52,19 +53,19 @@ func leaveStoredWork(t *testing.T, path string, cfg Config, first, then []Event)
 // when the next event comes nor when the poller looks.
 func TestStartSendsWorkLeftByAnEarlierRunAtOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "asdeliver.db")
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	leaveStoredWork(t, path, cfg, []Event{event("$stored", "!r", "@a_x")},
 		[]Event{event("$queued1", "!r", "@a_x"), event("$queued2", "!r", "@a_x")})
 
-	as.up()
+	as.Up()
 	cfg.Store = openSQLite(t, path)
 	cfg.PollInterval = time.Hour // neither the poller…
 	start(t, cfg)                // …nor a new Enqueue: Start alone sends it
 	waitDelivered(t, as, 3)
-	assert.Equal(t, []string{"$stored", "$queued1", "$queued2"}, as.deliveredIDs())
+	assert.Equal(t, []string{"$stored", "$queued1", "$queued2"}, as.Delivered())
 	assertIncreasingTxnIDs(t, as)
 }
 
@@ -74,47 +75,47 @@ func TestStartSendsWorkLeftByAnEarlierRunAtOnce(t *testing.T) {
 func TestQueuedItemsKeepTheRoutingDecidedWhenAccepted(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "asdeliver.db")
-	asA := newFakeAS(t, "tokA")
-	asB := newFakeAS(t, "tokB")
-	asA.down()
+	asA := astest.New(t, "tokA")
+	asB := astest.New(t, "tokB")
+	asA.Down()
 
 	cfg := testConfig(t, reg("a", asA, "@alice.*"), reg("b", asB, "@bob.*"))
 	leaveStoredWork(t, path, cfg, []Event{event("$for-a", "!r", "@alice:example.org")},
 		[]Event{event("$for-a-too", "!r", "@alice:example.org")})
 
 	// The registrations swap their namespaces across the restart.
-	asA.up()
+	asA.Up()
 	cfg.Store = openSQLite(t, path)
 	cfg.Services = []*Registration{reg("a", asA, "@bob.*"), reg("b", asB, "@alice.*")}
 	s2 := start(t, cfg)
 	waitDelivered(t, asA, 2)
-	assert.Equal(t, []string{"$for-a", "$for-a-too"}, asA.deliveredIDs())
+	assert.Equal(t, []string{"$for-a", "$for-a-too"}, asA.Delivered())
 
 	// New events follow the new namespaces.
 	require.NoError(t, s2.Enqueue(ctx, event("$new", "!r", "@alice:example.org")))
 	waitDelivered(t, asB, 1)
-	assert.Equal(t, []string{"$new"}, asB.deliveredIDs())
-	assert.Equal(t, 0, asA.count("$new"))
+	assert.Equal(t, []string{"$new"}, asB.Delivered())
+	assert.Equal(t, 0, asA.Deliveries("$new"))
 }
 
 // TestChangedURLAndTokenApplyToStoredTransactions checks that the URL and
 // hs_token are read at send time, never stored.
 func TestChangedURLAndTokenApplyToStoredTransactions(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "asdeliver.db")
-	old := newFakeAS(t, "old-token")
-	old.down()
+	old := astest.New(t, "old-token")
+	old.Down()
 	cfg := testConfig(t, reg("a", old, "@a_.*"))
 	leaveStoredWork(t, path, cfg, []Event{event("$1", "!r", "@a_x")}, nil)
-	firstBody := old.allRequests()[0].Body
+	firstBody := old.Requests()[0].Body
 
-	moved := newFakeAS(t, "new-token")
+	moved := astest.New(t, "new-token")
 	cfg.Store = openSQLite(t, path)
 	cfg.Services = []*Registration{reg("a", moved, "@a_.*")}
 	start(t, cfg)
 	waitDelivered(t, moved, 1)
-	r := moved.successes()[0]
+	r := successes(moved)[0]
 	assert.Equal(t, "Bearer new-token", r.Auth)
-	assert.Equal(t, old.allRequests()[0].TxnID, r.TxnID, "the stored transaction keeps its ID")
+	assert.Equal(t, old.Requests()[0].TxnID, r.TxnID, "the stored transaction keeps its ID")
 	assert.Equal(t, string(firstBody), string(r.Body), "and its bytes")
 }
 
@@ -125,8 +126,8 @@ func TestChangedURLAndTokenApplyToStoredTransactions(t *testing.T) {
 func TestStopUnderLoadLosesNothing(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "asdeliver.db")
-	as := newFakeAS(t, "tok")
-	as.hangRequests()
+	as := astest.New(t, "tok")
+	as.Hang()
 	st := openSQLite(t, path)
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.Store = st
@@ -164,7 +165,7 @@ func TestStopUnderLoadLosesNothing(t *testing.T) {
 			}
 		})
 	}
-	<-as.arrived // a transaction is in flight and hangs
+	waitArrived(t, as, 1) // a transaction is in flight and hangs
 	waitFor(t, "thousands of events accepted", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -178,7 +179,7 @@ func TestStopUnderLoadLosesNothing(t *testing.T) {
 	goleak.VerifyNone(t, before)
 	require.NoError(t, st.Close())
 
-	as.release()
+	as.Release()
 	cfg.Store = openSQLite(t, path)
 	start(t, cfg)
 	mu.Lock()
@@ -186,7 +187,7 @@ func TestStopUnderLoadLosesNothing(t *testing.T) {
 	mu.Unlock()
 	waitFor(t, "every accepted event delivered", func() bool {
 		for _, id := range want {
-			if as.count(id) == 0 {
+			if as.Deliveries(id) == 0 {
 				return false
 			}
 		}

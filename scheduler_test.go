@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/asdeliver/scheduler/astest"
 	"github.com/asdeliver/scheduler/store"
 	"github.com/asdeliver/scheduler/store/sqlite"
 )
@@ -28,14 +29,14 @@ func TestMain(m *testing.M) {
 }
 
 func TestRequestMethodPathAuthContentTypeAndBody(t *testing.T) {
-	as := newFakeAS(t, "secret-hs-token")
+	as := astest.New(t, "secret-hs-token")
 	s := start(t, testConfig(t, reg("bridge", as, "@bridge_.*")))
 
 	ev := event("$one:example.org", "!room:example.org", "@bridge_alice:example.org")
 	require.NoError(t, s.Enqueue(context.Background(), ev))
 	waitDelivered(t, as, 1)
 
-	reqs := as.allRequests()
+	reqs := as.Requests()
 	require.Len(t, reqs, 1)
 	r := reqs[0]
 	assert.Equal(t, http.MethodPut, r.Method)
@@ -48,7 +49,7 @@ func TestRequestMethodPathAuthContentTypeAndBody(t *testing.T) {
 
 func TestInterestRules(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	r := reg("irc", as, "@irc_.*:example\\.org")
 	r.SenderLocalpart = "ircbot"
 	r.Namespaces.Rooms = []Namespace{{Regex: "!ircroom.*"}}
@@ -89,14 +90,14 @@ func TestInterestRules(t *testing.T) {
 	require.NoError(t, s.Enqueue(ctx, all...))
 	// A final marker proves that everything before it has been processed.
 	require.NoError(t, s.Enqueue(ctx, event("$marker", "!x:example.org", "@irc_marker:example.org")))
-	waitFor(t, "marker delivered", func() bool { return as.count("$marker") == 1 })
+	waitFor(t, "marker delivered", func() bool { return as.Deliveries("$marker") == 1 })
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			want := 0
 			if c.wanted {
 				want = 1
 			}
-			assert.Equal(t, want, as.count(c.ev.ID), c.ev.ID)
+			assert.Equal(t, want, as.Deliveries(c.ev.ID), c.ev.ID)
 		})
 	}
 	st, err := s.Status(ctx, "nourl")
@@ -124,7 +125,7 @@ func (d fakeDirectory) LocalMembers(_ context.Context, room string) ([]string, e
 }
 
 func TestRoomDirectoryErrorFailsEnqueueAndStoresNothing(t *testing.T) {
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.Rooms = fakeDirectory{err: errors.New("database is down")}
 	s := start(t, cfg)
@@ -136,8 +137,8 @@ func TestRoomDirectoryErrorFailsEnqueueAndStoresNothing(t *testing.T) {
 }
 
 func TestRetryKeepsTxnIDAndBody(t *testing.T) {
-	as := newFakeAS(t, "tok")
-	as.setFail(func(n int) int {
+	as := astest.New(t, "tok")
+	as.FailWith(func(n int) int {
 		if n < 3 {
 			return []int{500, 502, 404}[n]
 		}
@@ -148,7 +149,7 @@ func TestRetryKeepsTxnIDAndBody(t *testing.T) {
 		event("$1", "!r", "@a_1"), event("$2", "!r", "@a_2")))
 	waitDelivered(t, as, 2)
 
-	reqs := as.allRequests()
+	reqs := as.Requests()
 	require.Len(t, reqs, 4)
 	for _, r := range reqs[1:] {
 		assert.Equal(t, reqs[0].TxnID, r.TxnID, "same txn ID on every retry")
@@ -159,7 +160,7 @@ func TestRetryKeepsTxnIDAndBody(t *testing.T) {
 
 func TestOrderKeptAcrossOutageWithThreeBursts(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	s := start(t, testConfig(t, reg("a", as, "@a_.*")))
 	var want []string
 	burst := func(name string, n int) {
@@ -171,16 +172,16 @@ func TestOrderKeptAcrossOutageWithThreeBursts(t *testing.T) {
 	}
 	burst("before", 150)
 	waitDelivered(t, as, 150)
-	as.down()
+	as.Down()
 	burst("during", 250)
 	waitFor(t, "service DOWN", func() bool {
 		st, err := s.Status(ctx, "a")
 		return err == nil && st.State == StateDown
 	})
 	burst("recovering", 250)
-	as.up()
+	as.Up()
 	waitDelivered(t, as, len(want))
-	assert.Equal(t, want, as.deliveredIDs())
+	assert.Equal(t, want, as.Delivered())
 	assertIncreasingTxnIDs(t, as)
 }
 
@@ -197,11 +198,11 @@ func waitDown(t *testing.T, s *Scheduler, id string) {
 // assertIncreasingTxnIDs checks that successful deliveries never went back
 // to a lower txn ID, and that a new ID was never sent before the previous
 // one succeeded.
-func assertIncreasingTxnIDs(t *testing.T, as *fakeAS) {
+func assertIncreasingTxnIDs(t *testing.T, as *astest.Server) {
 	t.Helper()
 	var last int64
 	pending := ""
-	for _, r := range as.allRequests() {
+	for _, r := range as.Requests() {
 		id, err := strconv.ParseInt(r.TxnID, 10, 64)
 		require.NoError(t, err, "txn ID %q is decimal", r.TxnID)
 		if pending != "" && r.TxnID != pending {
@@ -219,43 +220,43 @@ func assertIncreasingTxnIDs(t *testing.T, as *fakeAS) {
 
 func TestBatchingWhileATransactionHangs(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.hangRequests()
+	as := astest.New(t, "tok")
+	as.Hang()
 	s := start(t, testConfig(t, reg("a", as, "@a_.*")))
 	require.NoError(t, s.Enqueue(ctx, event("$first", "!r", "@a_x")))
-	<-as.arrived // the first transaction is in flight and hangs
+	waitArrived(t, as, 1) // the first transaction is in flight and hangs
 	const n = 1000
 	for i := range n {
 		require.NoError(t, s.Enqueue(ctx, event(fmt.Sprintf("$%d", i), "!r", "@a_x")))
 	}
-	as.release()
+	as.Release()
 	waitDelivered(t, as, n+1)
-	reqs := as.successes()
+	reqs := successes(as)
 	for _, r := range reqs {
-		assert.LessOrEqual(t, txnEvents(t, r.Body), 100)
+		assert.LessOrEqual(t, len(r.Txn.Events), 100)
 	}
 	assert.Len(t, reqs, 1+n/100, "the backlog leaves in full transactions")
 }
 
 func TestHungServiceDoesNotDelayAnother(t *testing.T) {
 	ctx := context.Background()
-	hung := newFakeAS(t, "tok1")
-	hung.hangRequests()
-	fine := newFakeAS(t, "tok2")
+	hung := astest.New(t, "tok1")
+	hung.Hang()
+	fine := astest.New(t, "tok2")
 	s := start(t, testConfig(t, reg("hung", hung, "@.*"), reg("fine", fine, "@.*")))
 	require.NoError(t, s.Enqueue(ctx, event("$0", "!r", "@x")))
-	<-hung.arrived
+	waitArrived(t, hung, 1)
 	for i := range 300 {
 		require.NoError(t, s.Enqueue(ctx, event(fmt.Sprintf("$%d", i+1), "!r", "@x")))
 	}
 	waitDelivered(t, fine, 301)
-	assert.Empty(t, hung.deliveredIDs(), "the hung AS is still hanging")
+	assert.Empty(t, hung.Delivered(), "the hung AS is still hanging")
 }
 
 func TestServiceUpCutsALongBackoffShort(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.RetryInitial = time.Hour
 	cfg.RetryMax = time.Hour
@@ -271,7 +272,7 @@ func TestServiceUpCutsALongBackoffShort(t *testing.T) {
 	assert.Equal(t, 503, st.LastHTTPStatus)
 	assert.Contains(t, st.LastAnswer, "failing on purpose")
 
-	as.up()
+	as.Up()
 	s.ServiceUp("a")
 	waitDelivered(t, as, 1)
 	waitFor(t, "service UP", func() bool {
@@ -284,9 +285,9 @@ func TestServiceUpCutsALongBackoffShort(t *testing.T) {
 
 func TestBackoffDoublesCapsResetsAndNeverGivesUp(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	failures := 14
-	as.setFail(func(n int) int {
+	as.FailWith(func(n int) int {
 		if n < failures || n == failures+1 {
 			return 500
 		}
@@ -315,7 +316,7 @@ func TestBackoffDoublesCapsResetsAndNeverGivesUp(t *testing.T) {
 func TestRestartOnSameSQLiteFileContinuesTxnIDs(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "asdeliver.db")
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	run := func(events []Event, wantDelivered int, down bool) {
 		st, err := sqlite.Open(path)
 		require.NoError(t, err)
@@ -323,23 +324,23 @@ func TestRestartOnSameSQLiteFileContinuesTxnIDs(t *testing.T) {
 		cfg := testConfig(t, reg("a", as, "@a_.*"))
 		cfg.Store = st
 		if down {
-			as.down()
+			as.Down()
 		} else {
-			as.up()
+			as.Up()
 		}
 		s, err := New(cfg)
 		require.NoError(t, err)
 		require.NoError(t, s.Start(ctx))
 		require.NoError(t, s.Enqueue(ctx, events...))
 		if down {
-			waitFor(t, "a failed attempt", func() bool { return as.failures() > 0 })
+			waitFor(t, "a failed attempt", func() bool { return as.Stats().Failed > 0 })
 		} else {
 			waitDelivered(t, as, wantDelivered)
 		}
 		require.NoError(t, s.Stop(ctx))
 	}
 	run([]Event{event("$1", "!r", "@a_x")}, 1, false)
-	first := as.successes()
+	first := successes(as)
 	require.Len(t, first, 1)
 	// Nothing is pending now: a restart must still not reuse the ID.
 	run([]Event{event("$2", "!r", "@a_x")}, 2, false)
@@ -347,9 +348,9 @@ func TestRestartOnSameSQLiteFileContinuesTxnIDs(t *testing.T) {
 	run([]Event{event("$3", "!r", "@a_x")}, 2, true)
 	run([]Event{event("$4", "!r", "@a_x")}, 4, false)
 
-	assert.Equal(t, []string{"$1", "$2", "$3", "$4"}, as.deliveredIDs())
+	assert.Equal(t, []string{"$1", "$2", "$3", "$4"}, as.Delivered())
 	assertIncreasingTxnIDs(t, as)
-	ok := as.successes()
+	ok := successes(as)
 	require.Len(t, ok, 4)
 	ids := map[string]bool{}
 	for _, r := range ok {
@@ -360,8 +361,8 @@ func TestRestartOnSameSQLiteFileContinuesTxnIDs(t *testing.T) {
 
 func TestBacklogAfterOutageLeavesInFullTransactions(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
 	s := start(t, cfg)
@@ -370,12 +371,12 @@ func TestBacklogAfterOutageLeavesInFullTransactions(t *testing.T) {
 		require.NoError(t, s.Enqueue(ctx, event(fmt.Sprintf("$%d", i), "!r", "@a_x")))
 	}
 	waitDown(t, s, "a")
-	as.up()
+	as.Up()
 	s.ServiceUp("a")
 	waitDelivered(t, as, n)
 	var sizes []int
-	for _, r := range as.successes() {
-		sizes = append(sizes, txnEvents(t, r.Body))
+	for _, r := range successes(as) {
+		sizes = append(sizes, len(r.Txn.Events))
 	}
 	// The first transaction was formed while the AS was idle, before the
 	// backlog built up; everything after it leaves in full transactions.
@@ -398,8 +399,8 @@ func sumInts(v []int) int {
 
 func TestSameEventEnqueuedTwiceWhilePendingArrivesOnce(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
 	s := start(t, cfg)
@@ -409,19 +410,19 @@ func TestSameEventEnqueuedTwiceWhilePendingArrivesOnce(t *testing.T) {
 	require.NoError(t, s.Enqueue(ctx, ev))     // bound in a stored txn
 	require.NoError(t, s.Enqueue(ctx, ev, ev)) // and twice in one call
 	require.NoError(t, s.Enqueue(ctx, event("$after", "!r", "@a_x")))
-	as.up()
+	as.Up()
 	s.ServiceUp("a")
 	waitDelivered(t, as, 2)
 	waitFor(t, "queue drained", func() bool {
 		st, err := s.Status(ctx, "a")
 		return err == nil && st.StoredTxns == 0 && st.QueuedEvents == 0
 	})
-	assert.Equal(t, 1, as.count("$dup"))
-	assert.Equal(t, []string{"$dup", "$after"}, as.deliveredIDs())
+	assert.Equal(t, 1, as.Deliveries("$dup"))
+	assert.Equal(t, []string{"$dup", "$after"}, as.Delivered())
 }
 
 func TestEnqueueCancelledWhileWaitingForRoomStoresNothing(t *testing.T) {
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.MaxPoolEvents = 2
 	gate := make(chan struct{})
@@ -450,15 +451,15 @@ func TestEnqueueCancelledWhileWaitingForRoomStoresNothing(t *testing.T) {
 	require.NoError(t, <-firstDone)
 	require.NoError(t, s.Enqueue(context.Background(), event("$d", "!r", "@a_x")))
 	waitDelivered(t, as, 3)
-	assert.Equal(t, []string{"$a", "$b", "$d"}, as.deliveredIDs(), "the cancelled call stored nothing")
+	assert.Equal(t, []string{"$a", "$b", "$d"}, as.Delivered(), "the cancelled call stored nothing")
 }
 
 func TestFlappingServiceUnderConcurrentProducersLosesNothing(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	var mu sync.Mutex
 	rng := rand.New(rand.NewPCG(1, 2))
-	as.setFail(func(int) int {
+	as.FailWith(func(int) int {
 		mu.Lock()
 		defer mu.Unlock()
 		if rng.IntN(100) < 40 {
@@ -494,7 +495,7 @@ func TestFlappingServiceUnderConcurrentProducersLosesNothing(t *testing.T) {
 
 	// Per-producer order of first deliveries.
 	next := make([]int, producers)
-	for _, id := range as.deliveredIDs() {
+	for _, id := range as.Delivered() {
 		var p, i int
 		_, err := fmt.Sscanf(id, "$p%d-%d", &p, &i)
 		require.NoError(t, err)
@@ -521,7 +522,7 @@ func TestNoOrphanWhenEventsLandAsTheOwnerFindsNothing(t *testing.T) {
 		t.Run(fmt.Sprintf("store=%s/recovering=%v", c.store, c.recovering), func(t *testing.T) {
 			recovering := c.recovering
 			ctx := context.Background()
-			as := newFakeAS(t, "tok")
+			as := astest.New(t, "tok")
 			cfg := testConfig(t, reg("a", as, "@a_.*"))
 			if c.store == "sqlite" {
 				// Its Append is ordered before it commits (OrderedAppender):
@@ -548,7 +549,7 @@ func TestNoOrphanWhenEventsLandAsTheOwnerFindsNothing(t *testing.T) {
 				return txn, err
 			}}
 			if recovering {
-				as.setFail(func(n int) int {
+				as.FailWith(func(n int) int {
 					if n%2 == 0 {
 						return 500 // every other attempt fails: the Recoverer hands back often
 					}
@@ -562,7 +563,7 @@ func TestNoOrphanWhenEventsLandAsTheOwnerFindsNothing(t *testing.T) {
 			defer func() { require.NoError(t, s.Stop(ctx)) }()
 			require.NoError(t, s.Enqueue(ctx, event("$first", "!r", "@a_x")))
 			waitFor(t, "every late event delivered", func() bool {
-				return injected.Load() >= 20 && len(as.deliveredIDs()) == 21
+				return injected.Load() >= 20 && len(as.Delivered()) == 21
 			})
 		})
 	}
@@ -570,7 +571,7 @@ func TestNoOrphanWhenEventsLandAsTheOwnerFindsNothing(t *testing.T) {
 
 func TestLifecycleErrors(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	s, err := New(testConfig(t, reg("a", as, "@a_.*")))
 	require.NoError(t, err)
 	assert.ErrorIs(t, s.Enqueue(ctx, event("$1", "!r", "@a_x")), ErrNotStarted)
@@ -584,7 +585,7 @@ func TestLifecycleErrors(t *testing.T) {
 
 func TestEnqueueSizeLimits(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.MaxPoolEvents = 3
 	cfg.MaxTxnBytes = 300
@@ -605,19 +606,19 @@ func TestEnqueueSizeLimits(t *testing.T) {
 	// None of the refused calls stored anything.
 	require.NoError(t, s.Enqueue(ctx, event("$last", "!r", "@a_x")))
 	waitDelivered(t, as, 1)
-	assert.Equal(t, []string{"$last"}, as.deliveredIDs())
+	assert.Equal(t, []string{"$last"}, as.Delivered())
 }
 
 func TestStopWithHungPUTReturnsContextErrorAndLeavesNoGoroutine(t *testing.T) {
-	as := newFakeAS(t, "tok")
-	as.hangRequests()
+	as := astest.New(t, "tok")
+	as.Hang()
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	before := goleak.IgnoreCurrent()
 	s, err := New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, s.Start(context.Background()))
 	require.NoError(t, s.Enqueue(context.Background(), event("$1", "!r", "@a_x")))
-	<-as.arrived
+	waitArrived(t, as, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	assert.ErrorIs(t, s.Stop(ctx), context.DeadlineExceeded)
@@ -625,15 +626,15 @@ func TestStopWithHungPUTReturnsContextErrorAndLeavesNoGoroutine(t *testing.T) {
 	goleak.VerifyNone(t, before)
 
 	// Nothing was lost: the next scheduler on the same store delivers it.
-	as.release()
+	as.Release()
 	start(t, cfg)
 	waitDelivered(t, as, 1)
 }
 
 func TestStatus(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
 	s := start(t, cfg)
@@ -659,18 +660,18 @@ func TestStatus(t *testing.T) {
 
 func TestWorkForUnconfiguredServiceIsKeptVisibleAndPurgeable(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 	cfg := testConfig(t, reg("gone", as, "@a_.*"))
 	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
 	s, err := New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, s.Start(ctx))
 	require.NoError(t, s.Enqueue(ctx, event("$1", "!r", "@a_x"), event("$2", "!r", "@a_x")))
-	waitFor(t, "a failed attempt", func() bool { return as.failures() > 0 })
+	waitFor(t, "a failed attempt", func() bool { return as.Stats().Failed > 0 })
 	require.NoError(t, s.Stop(ctx))
 
-	other := newFakeAS(t, "tok2")
+	other := astest.New(t, "tok2")
 	cfg.Services = []*Registration{reg("other", other, "@b_.*")}
 	s2 := start(t, cfg)
 	st, err := s2.Status(ctx, "gone")
@@ -685,7 +686,7 @@ func TestWorkForUnconfiguredServiceIsKeptVisibleAndPurgeable(t *testing.T) {
 }
 
 func TestStopFinishesBegunCommitsAndRefusesWaitingCalls(t *testing.T) {
-	as := newFakeAS(t, "tok")
+	as := astest.New(t, "tok")
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.MaxPoolEvents = 1
 	gate := make(chan struct{})
@@ -719,7 +720,7 @@ func TestStopFinishesBegunCommitsAndRefusesWaitingCalls(t *testing.T) {
 	cfg.Store = inner
 	start(t, cfg)
 	waitDelivered(t, as, 1)
-	assert.Equal(t, []string{"$begun"}, as.deliveredIDs())
+	assert.Equal(t, []string{"$begun"}, as.Delivered())
 }
 
 // recordHandler is a slog.Handler that hands every record's message to a
@@ -744,8 +745,8 @@ func (h recordHandler) WithGroup(string) slog.Handler      { return h }
 
 func TestStoredTransactionWhoseItemsChangedIsNotResent(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
 	logs := make(chan string, 100)
@@ -769,8 +770,8 @@ func TestStoredTransactionWhoseItemsChangedIsNotResent(t *testing.T) {
 	require.NoError(t, s.Enqueue(ctx, event("$1", "!r", "@a_x")))
 	waitDown(t, s, "a")
 	corrupt.Store(true)
-	failed := as.failures()
-	as.up()
+	failed := as.Stats().Failed
+	as.Up()
 	s.ServiceUp("a")
 	waitFor(t, "the hash check to refuse the transaction", func() bool {
 		select {
@@ -780,7 +781,7 @@ func TestStoredTransactionWhoseItemsChangedIsNotResent(t *testing.T) {
 			return false
 		}
 	})
-	assert.Equal(t, failed, len(as.allRequests()), "the altered transaction was not sent")
+	assert.Equal(t, failed, len(as.Requests()), "the altered transaction was not sent")
 }
 
 // TestTransactionFormedAheadIsSentAfterTheOneThatFailed covers the
@@ -788,12 +789,12 @@ func TestStoredTransactionWhoseItemsChangedIsNotResent(t *testing.T) {
 // PUT fails, both stay stored and leave oldest first, nothing lost.
 func TestTransactionFormedAheadIsSentAfterTheOneThatFailed(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.hangRequests()
+	as := astest.New(t, "tok")
+	as.Hang()
 	s := start(t, testConfig(t, reg("a", as, "@a_.*")))
 	want := []string{"$first"}
 	require.NoError(t, s.Enqueue(ctx, event("$first", "!r", "@a_x")))
-	<-as.arrived // the first transaction hangs while full batches queue up
+	waitArrived(t, as, 1) // the first transaction hangs while full batches queue up
 	for c := range 3 {
 		var evs []Event
 		for i := range 100 {
@@ -803,15 +804,15 @@ func TestTransactionFormedAheadIsSentAfterTheOneThatFailed(t *testing.T) {
 		}
 		require.NoError(t, s.Enqueue(ctx, evs...))
 	}
-	as.setFail(func(n int) int {
+	as.FailWith(func(n int) int {
 		if n == 1 { // the first full batch, sent while the next one is formed
 			return http.StatusInternalServerError
 		}
 		return 0
 	})
-	as.release()
+	as.Release()
 	waitDelivered(t, as, len(want))
-	assert.Equal(t, want, as.deliveredIDs())
+	assert.Equal(t, want, as.Delivered())
 	assertIncreasingTxnIDs(t, as)
 	waitFor(t, "store empty", func() bool {
 		st, err := s.Status(ctx, "a")

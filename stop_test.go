@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/asdeliver/scheduler/astest"
 	"go.uber.org/goleak"
 )
 
@@ -17,15 +19,15 @@ import (
 // Stop return while a PUT is still in flight, as http.Server.Shutdown
 // callers expect.
 func TestEveryConcurrentStopWaitsUntilStopped(t *testing.T) {
-	as := newFakeAS(t, "tok")
-	as.hangRequests()
+	as := astest.New(t, "tok")
+	as.Hang()
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	before := goleak.IgnoreCurrent()
 	s, err := New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, s.Start(context.Background()))
 	require.NoError(t, s.Enqueue(context.Background(), event("$1", "!r", "@a_x")))
-	<-as.arrived // a PUT is in flight and hangs
+	waitArrived(t, as, 1) // a PUT is in flight and hangs
 
 	var released atomic.Bool
 	var stops sync.WaitGroup
@@ -37,7 +39,7 @@ func TestEveryConcurrentStopWaitsUntilStopped(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond) // give an early return the chance to show
 	released.Store(true)
-	as.release()
+	as.Release()
 	stops.Wait()
 	goleak.VerifyNone(t, before)
 }

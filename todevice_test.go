@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/asdeliver/scheduler/astest"
 )
 
 // TestToDeviceInterestAndBody: a to-device message goes to the services
@@ -16,9 +18,9 @@ import (
 // "de.sorunome.msc2409.to_device" with to_user_id and to_device_id.
 func TestToDeviceInterestAndBody(t *testing.T) {
 	ctx := context.Background()
-	bridge := newFakeAS(t, "t1")  // unstable opt-in, users @br_
-	shared := newFakeAS(t, "t2")  // stable opt-in, non-exclusive users @br_
-	msc3202 := newFakeAS(t, "t3") // MSC3202 only, users @br_
+	bridge := astest.New(t, "t1")  // unstable opt-in, users @br_
+	shared := astest.New(t, "t2")  // stable opt-in, non-exclusive users @br_
+	msc3202 := astest.New(t, "t3") // MSC3202 only, users @br_
 	bridgeReg := withFlags(reg("bridge", bridge, "@br_"), false, true, false)
 	sharedReg := withFlags(reg("shared", shared), true, false, false)
 	sharedReg.Namespaces.Users = []Namespace{{Regex: "@br_", Exclusive: false}}
@@ -36,8 +38,8 @@ func TestToDeviceInterestAndBody(t *testing.T) {
 	waitReceived(t, bridge, "to the bot") // before the marker, so it has a transaction of its own
 	waitFor(t, "shared's transaction", func() bool { return len(txnBodies(shared)) == 1 })
 	require.NoError(t, s.Enqueue(ctx, event("$end", "!r", "@br_end:example.org")))
-	for _, as := range []*fakeAS{bridge, shared, msc3202} {
-		waitFor(t, "marker", func() bool { return as.count("$end") == 1 })
+	for _, as := range []*astest.Server{bridge, shared, msc3202} {
+		waitFor(t, "marker", func() bool { return as.Deliveries("$end") == 1 })
 	}
 
 	want := `{"events":[],"de.sorunome.msc2409.to_device":[` +
@@ -49,7 +51,7 @@ func TestToDeviceInterestAndBody(t *testing.T) {
 	sharedBody := string(txnBodies(shared)[0])
 	assert.Contains(t, sharedBody, `"to_user_id":"@br_bob:example.org"`, "a non-exclusive namespace counts")
 	assert.NotContains(t, sharedBody, "to the bot")
-	for _, as := range []*fakeAS{bridge, shared, msc3202} {
+	for _, as := range []*astest.Server{bridge, shared, msc3202} {
 		assert.False(t, received(as, "to nobody"))
 	}
 	assert.NotContains(t, string(txnBodies(msc3202)[0]), "to_device", "no ephemeral opt-in, no to-device")
@@ -62,8 +64,8 @@ func TestToDeviceInterestAndBody(t *testing.T) {
 // one never are deduplicated.
 func TestToDeviceMessageIDDeduplicatesWhilePending(t *testing.T) {
 	ctx := context.Background()
-	as := newFakeAS(t, "tok")
-	as.down()
+	as := astest.New(t, "tok")
+	as.Down()
 	cfg := testConfig(t, withFlags(reg("a", as, "@a_"), true, false, false))
 	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
 	s := start(t, cfg)
@@ -79,7 +81,7 @@ func TestToDeviceMessageIDDeduplicatesWhilePending(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, st.StoredTxns)
 	assert.Equal(t, 2, st.QueuedEvents, "the replayed message without ID and the one to another device")
-	as.up()
+	as.Up()
 	s.ServiceUp("a")
 	waitFor(t, "all delivered", func() bool {
 		st, err := s.Status(ctx, "a")

@@ -85,7 +85,7 @@ func run(dbPath string, total int, outage time.Duration, verbose bool) (bool, er
 	for _, b := range bridges {
 		name := strings.TrimSuffix(b.prefix, "_")
 		b.as = newAppService(name, "hs-token-"+name)
-		defer b.as.srv.Close()
+		defer b.as.Close()
 		yaml := fmt.Sprintf(`id: %s
 url: %s
 as_token: as-token-%s
@@ -95,7 +95,7 @@ namespaces:
   users:
     - exclusive: true
       regex: '@%s.*:demo\.local'
-`, name, b.as.srv.URL, name, name, name, b.prefix)
+`, name, b.as.URL(), name, name, name, b.prefix)
 		if b.rooms != "" {
 			yaml += fmt.Sprintf("  rooms:\n    - exclusive: false\n      regex: '%s.*'\n", b.rooms)
 		}
@@ -152,10 +152,11 @@ namespaces:
 		_ = s.Stop(ctx)
 		return false, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !allDelivered(bridges) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := waitDelivered(wait, bridges); err != nil {
+		fmt.Printf("-- gave up waiting: %v\n", err)
 	}
+	cancel()
 	elapsed := time.Since(started)
 	close(stopProgress)
 	<-progressDone
@@ -181,11 +182,11 @@ func produce(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge, tot
 	for n := 0; n < total; {
 		if n >= downAt && downAt >= 0 {
 			fmt.Printf("-- %s bridge goes down for %v\n", down.as.name, outage)
-			down.as.setDown(true)
+			down.as.Down()
 			downAt = -1
 			go func() {
 				time.Sleep(outage)
-				down.as.setDown(false)
+				down.as.Up()
 				fmt.Printf("-- %s bridge is back; it pings the homeserver\n", down.as.name)
 				s.ServiceUp(down.reg.ID)
 			}()
@@ -278,14 +279,22 @@ func sendEphemeral(ctx context.Context, s *scheduler.Scheduler, bridges []*bridg
 	return nil
 }
 
-func allDelivered(bridges []*bridge) bool {
+// waitDelivered waits until every bridge has received every event, typing
+// notification, receipt and to-device message it is owed.
+func waitDelivered(ctx context.Context, bridges []*bridge) error {
 	for _, b := range bridges {
-		st := b.as.stats()
-		if st.delivered < len(b.expected) || st.edus < b.edus || st.toDevice < b.toDevice {
-			return false
+		if err := b.as.WaitDelivered(ctx, len(b.expected)); err != nil {
+			return fmt.Errorf("%s: %w", b.as.name, err)
+		}
+		err := b.as.Wait(ctx, func() bool {
+			st := b.as.stats()
+			return st.edus >= b.edus && st.toDevice >= b.toDevice
+		})
+		if err != nil {
+			return fmt.Errorf("%s: typing, receipts and to-device messages: %w", b.as.name, err)
 		}
 	}
-	return true
+	return nil
 }
 
 func printProgress(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge) {
@@ -317,11 +326,11 @@ func printTable(bridges []*bridge) bool {
 		fmt.Fprintf(w, "%s\t%d\t%d\t%v\t%d\t%d\t%.1f\t%d\t%d/%d\t%d/%d\t\n",
 			b.as.name, len(b.expected), st.delivered, inOrder, st.duplicates, st.txns, perTxn, st.failures,
 			st.edus, b.edus, st.toDevice, b.toDevice)
-		if !inOrder || st.delivered != len(b.expected) || st.mismatch > 0 || st.edus != b.edus || st.toDevice != b.toDevice {
+		if !inOrder || st.delivered != len(b.expected) || len(st.problems) > 0 || st.edus != b.edus || st.toDevice != b.toDevice {
 			ok = false
 		}
-		if st.mismatch > 0 {
-			fmt.Printf("%s: %d retried transactions changed their body\n", b.as.name, st.mismatch)
+		for _, p := range st.problems {
+			fmt.Printf("%s: %s\n", b.as.name, p)
 		}
 	}
 	w.Flush()
