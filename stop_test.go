@@ -9,9 +9,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/asdeliver/scheduler/astest"
-	"go.uber.org/goleak"
 )
 
 // TestEveryConcurrentStopWaitsUntilStopped: a caller that stops from two
