@@ -185,7 +185,7 @@ func (d *deliverer) run(ctx context.Context, stopping <-chan struct{}) {
 			// one rather than left behind them.
 			d.log.Error("store error; retrying", "error", err)
 			d.setPhase(d.phase.resumed())
-			if err := d.sleep(ctx, d.pause); err != nil {
+			if err := d.sleep(ctx, d.pause, nil); err != nil {
 				return
 			}
 		}
@@ -247,12 +247,15 @@ func (d *deliverer) wait(ctx context.Context, dur time.Duration, cut <-chan stru
 }
 
 // sleep waits for dur without a lease to keep: before a claim, or after a
-// Store error (the next Store call finds out about the lease).
-func (d *deliverer) sleep(ctx context.Context, dur time.Duration) error {
+// Store error (the next Store call finds out about the lease). A receive on
+// cut (nil: none) ends it early.
+func (d *deliverer) sleep(ctx context.Context, dur time.Duration, cut <-chan struct{}) error {
 	t := d.clock.NewTimer(dur)
 	defer t.Stop()
 	select {
 	case <-t.C():
+		return nil
+	case <-cut:
 		return nil
 	case <-d.stopping:
 		return errStopping

@@ -25,18 +25,29 @@ type lease struct {
 	lost       bool // a renewal found it gone: claim again
 }
 
+// claimSpacing is the least time between two claims of a lease that
+// another process holds: a wake (work appended here, or a signal that the
+// holder released it) prompts the next claim at once, but no sooner.
+const claimSpacing = 50 * time.Millisecond
+
 // claim obtains the lease, and reports whether it did. Without it (another
-// process holds it, or the Store failed) it pauses first, so run tries
-// again at that pace; it returns errStopping when the scheduler stops
-// first.
+// process holds it, or the Store failed) it waits before returning, so run
+// tries again at that pace: PollInterval, cut short by a wake while
+// another process holds the lease (it may have just released it). It
+// returns errStopping when the scheduler stops first.
 func (d *deliverer) claim(ctx context.Context) (bool, error) {
 	asked := d.clock.Now()
 	epoch, err := d.store.Claim(ctx, d.reg.ID, d.owner, d.leaseTTL)
 	if err != nil {
 		if !errors.Is(err, store.ErrLeaseHeld) {
 			d.log.Error("error claiming the service's lease", "error", err)
+			return false, d.sleep(ctx, d.pause, nil)
 		}
-		return false, d.sleep(ctx, d.pause)
+		if err := d.sleep(ctx, d.pause, d.wakeCh); err != nil {
+			return false, err
+		}
+		// A claim is followed by a pass anyway: the wake is not kept.
+		return false, d.sleep(ctx, asked.Add(claimSpacing).Sub(d.clock.Now()), nil)
 	}
 	d.lease = lease{epoch: epoch}
 	d.lease.granted(d, asked)

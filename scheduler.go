@@ -11,6 +11,7 @@ import (
 	"github.com/asdeliver/scheduler/internal/clock"
 	"github.com/asdeliver/scheduler/internal/lifecycle"
 	"github.com/asdeliver/scheduler/internal/wire"
+	"github.com/asdeliver/scheduler/store"
 )
 
 // Scheduler delivers events to application services. Create it with New,
@@ -25,6 +26,7 @@ type Scheduler struct {
 	owner      string                // lease owner name, unique per Scheduler
 	sender     *wire.Sender
 	pool       *eventPool
+	signals    *signals // nil unless the Store is shared by several processes (store.Notifier)
 
 	mu    sync.Mutex
 	state runState
@@ -83,6 +85,10 @@ func newScheduler(cfg Config, clk clock.Clock) (*Scheduler, error) {
 			s.deliverers[reg.ID] = newDeliverer(deps, reg)
 		}
 	}
+	if n, ok := cfg.Store.(store.Notifier); ok {
+		s.signals = &signals{notifier: n, deliverers: s.deliverers, clock: clk, log: cfg.Logger,
+			pause: cfg.PollInterval, ups: make(chan string, 64)}
+	}
 	s.pool = newEventPool(cfg.Store, cfg.MaxPoolEvents, cfg.MaxPoolBytes, s.wakeServices, s.countQueued)
 	return s, nil
 }
@@ -122,6 +128,9 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	}
 	p := &poller{store: s.cfg.Store, clock: s.clock, interval: s.cfg.PollInterval, log: s.log, deliverers: s.deliverers}
 	g.Go(func(ctx context.Context) { p.run(ctx, g.Stopping()) })
+	if s.signals != nil {
+		g.Go(func(ctx context.Context) { s.signals.run(ctx, g.Stopping()) })
+	}
 	s.group = g
 	s.state = stateStarted
 	return nil
@@ -196,9 +205,16 @@ func (s *Scheduler) Enqueue(ctx context.Context, events ...Event) error {
 // ServiceUp tells the scheduler that the application service serviceID is
 // reachable again (it pinged the homeserver, say): a retry wait in progress
 // is cut short. It never changes state and is a no-op for a service that
-// is UP or unknown.
+// is UP or unknown. With a Store shared by several processes
+// (store.Notifier), it also reaches the process that delivers to the
+// service, if that is another one.
 func (s *Scheduler) ServiceUp(serviceID string) {
-	if d := s.deliverers[serviceID]; d != nil {
-		d.serviceUp()
+	d := s.deliverers[serviceID]
+	if d == nil {
+		return
+	}
+	d.serviceUp()
+	if s.signals != nil && s.accepting() == nil {
+		s.signals.publish(serviceID)
 	}
 }
