@@ -12,12 +12,15 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -33,7 +36,7 @@ func main() {
 	outage := flag.Duration("outage", 5*time.Second, "how long the slack bridge is down mid-run")
 	verbose := flag.Bool("v", false, "log the scheduler's warnings to stderr")
 	flag.Parse()
-	ok, err := run(*dbPath, *total, *outage, *verbose)
+	ok, err := run(os.Stdout, *dbPath, *total, *outage, *verbose)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(2)
@@ -45,23 +48,37 @@ func main() {
 	fmt.Println("OK: every application service received every event it wanted, in order")
 }
 
+// syncWriter serialises the writes of several goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
 // bridge is one demo application service and the users it puppets.
 type bridge struct {
 	as        *appService
 	reg       *scheduler.Registration
-	prefix    string   // its users' localpart prefix
-	rooms     string   // its rooms' ID prefix, "" if none
-	ephemeral bool     // opts in to typing, receipts and to-device messages
-	expected  []string // event IDs it must receive, in enqueue order
-	edus      int      // typing notifications and receipts it must receive
-	toDevice  int      // to-device messages it must receive
+	prefix    string       // its users' localpart prefix
+	rooms     string       // its rooms' ID prefix, "" if none
+	ephemeral bool         // opts in to typing, receipts and to-device messages
+	expected  []string     // event IDs it must receive, in enqueue order
+	owed      atomic.Int64 // len(expected), for the progress lines
+	edus      int          // typing notifications and receipts it must receive
+	toDevice  int          // to-device messages it must receive
 }
 
 func (b *bridge) wants(sender, room string) bool {
 	return strings.HasPrefix(sender, "@"+b.prefix) || (b.rooms != "" && strings.HasPrefix(room, b.rooms))
 }
 
-func run(dbPath string, total int, outage time.Duration, verbose bool) (bool, error) {
+func run(w io.Writer, dbPath string, total int, outage time.Duration, verbose bool) (bool, error) {
+	w = &syncWriter{w: w} // the producer, the outage and the progress print at once
 	if dbPath == "" {
 		dir, err := os.MkdirTemp("", "asdeliver-demo-")
 		if err != nil {
@@ -127,8 +144,9 @@ namespaces:
 	if err := s.Start(ctx); err != nil {
 		return false, err
 	}
-	fmt.Printf("demo: %d events for 3 application services, SQLite store at %s\n", total, dbPath)
+	fmt.Fprintf(w, "demo: %d events for 3 application services\nstore: %s\n", total, dbPath)
 
+	started := time.Now()
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
 	go func() {
@@ -140,13 +158,12 @@ namespaces:
 			case <-stopProgress:
 				return
 			case <-t.C:
-				printProgress(ctx, s, bridges)
+				printProgress(ctx, w, s, bridges, time.Since(started))
 			}
 		}
 	}()
 
-	started := time.Now()
-	if err := produce(ctx, s, bridges, total, outage); err != nil {
+	if err := produce(ctx, w, s, bridges, total, outage); err != nil {
 		close(stopProgress)
 		<-progressDone
 		_ = s.Stop(ctx)
@@ -154,26 +171,28 @@ namespaces:
 	}
 	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
 	if err := waitDelivered(wait, bridges); err != nil {
-		fmt.Printf("-- gave up waiting: %v\n", err)
+		fmt.Fprintf(w, "-- gave up waiting: %v\n", err)
+	} else if err := waitSettled(wait, s, bridges); err != nil {
+		fmt.Fprintf(w, "-- gave up waiting for every service to be UP with nothing left: %v\n", err)
 	}
 	cancel()
 	elapsed := time.Since(started)
 	close(stopProgress)
 	<-progressDone
-	printProgress(ctx, s, bridges)
+	printProgress(ctx, w, s, bridges, elapsed)
 	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := s.Stop(stopCtx); err != nil {
 		return false, fmt.Errorf("stopping the scheduler: %w", err)
 	}
-	fmt.Printf("\ndone in %.1fs\n\n", elapsed.Seconds())
-	return printTable(bridges), nil
+	fmt.Fprintf(w, "\ndone in %.1fs\n\n", elapsed.Seconds())
+	return printTable(w, bridges), nil
 }
 
 // produce plays the homeserver: events from users of every bridge and from
 // plain users, in calls of 1 to 50 events, paced over a few seconds, with
 // the slack bridge down for the outage in the middle.
-func produce(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge, total int, outage time.Duration) error {
+func produce(ctx context.Context, w io.Writer, s *scheduler.Scheduler, bridges []*bridge, total int, outage time.Duration) error {
 	rng := rand.New(rand.NewPCG(2026, 11))
 	senders := []string{"whatsapp_", "irc_", "slack_", "alice", "bob"}
 	down := bridges[2]
@@ -181,13 +200,13 @@ func produce(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge, tot
 	downAt := total / 3
 	for n := 0; n < total; {
 		if n >= downAt && downAt >= 0 {
-			fmt.Printf("-- %s bridge goes down for %v\n", down.as.name, outage)
+			fmt.Fprintf(w, "-- %s bridge goes down for %v\n", down.as.name, outage)
 			down.as.Down()
 			downAt = -1
 			go func() {
 				time.Sleep(outage)
 				down.as.Up()
-				fmt.Printf("-- %s bridge is back; it pings the homeserver\n", down.as.name)
+				fmt.Fprintf(w, "-- %s bridge is back; it pings the homeserver\n", down.as.name)
 				s.ServiceUp(down.reg.ID)
 			}()
 		}
@@ -216,6 +235,7 @@ func produce(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge, tot
 			for _, b := range bridges {
 				if b.wants(sender, room) {
 					b.expected = append(b.expected, id)
+					b.owed.Add(1)
 				}
 			}
 		}
@@ -297,25 +317,55 @@ func waitDelivered(ctx context.Context, bridges []*bridge) error {
 	return nil
 }
 
-func printProgress(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge) {
-	var parts []string
-	for _, b := range bridges {
+// printProgress prints one line per bridge, at most 80 columns wide, with
+// the names the final table uses.
+func printProgress(ctx context.Context, w io.Writer, s *scheduler.Scheduler, bridges []*bridge, elapsed time.Duration) {
+	for i, b := range bridges {
 		st := b.as.stats()
 		state, queued, txns := "?", 0, 0
 		if status, err := s.Status(ctx, b.reg.ID); err == nil {
 			state, queued, txns = string(status.State), status.QueuedEvents, status.StoredTxns
 		}
-		parts = append(parts, fmt.Sprintf("%-8s %5d/%-5d %-4s waiting %4d events + %d txn, retries %d",
-			b.as.name, st.delivered, len(b.expected), state, queued, txns, st.failures))
+		at := ""
+		if i == 0 {
+			at = fmt.Sprintf("%3.0fs", elapsed.Seconds())
+		}
+		fmt.Fprintf(w, "%4s  %-9s %5d/%-5d delivered  %-4s  waiting %4d + %d txn  failed attempts %d\n",
+			at, b.as.name, st.delivered, b.owed.Load(), state, queued, txns, st.failures)
 	}
-	fmt.Println(strings.Join(parts, " | "))
+}
+
+// waitSettled waits until every bridge's service is UP with nothing
+// stored or queued: a Recoverer hands a service back only once it has
+// completed its last transaction, shortly after the AS has it.
+func waitSettled(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge) error {
+	for {
+		settled := true
+		for _, b := range bridges {
+			st, err := s.Status(ctx, b.reg.ID)
+			if err != nil {
+				return err
+			}
+			if st.State != scheduler.StateUp || st.QueuedEvents > 0 || st.StoredTxns > 0 {
+				settled = false
+			}
+		}
+		if settled {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // printTable prints the final table and reports whether every guarantee held.
-func printTable(bridges []*bridge) bool {
+func printTable(out io.Writer, bridges []*bridge) bool {
 	ok := true
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "service\texpected\tdelivered\tin order\tduplicates\ttransactions\tevents/txn\tfailed attempts\ttyping+receipts\tto-device\t")
+	w := tabwriter.NewWriter(out, 0, 0, 1, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "service\texpected\tdelivered\tin order\tduplicates\ttxns\tevents/txn\tfailed attempts\tephemeral\tto-device\t")
 	for _, b := range bridges {
 		st := b.as.stats()
 		inOrder := slices.Equal(st.order, b.expected)
@@ -330,7 +380,7 @@ func printTable(bridges []*bridge) bool {
 			ok = false
 		}
 		for _, p := range st.problems {
-			fmt.Printf("%s: %s\n", b.as.name, p)
+			fmt.Fprintf(out, "%s: %s\n", b.as.name, p)
 		}
 	}
 	w.Flush()
