@@ -99,6 +99,7 @@ type deliverer struct {
 	stopping <-chan struct{} // closed when Stop begins; set by run
 	phase    phase
 	lease    lease
+	failure  error // the failed delivery that led to downWaiting
 
 	// queued estimates the items queued and not yet in a transaction:
 	// raised by this process's commits, lowered by formations, set from
@@ -121,6 +122,8 @@ type serviceStatus struct {
 	failures    int // consecutive failed attempts
 	delivered   int64
 	damagedTxn  int64 // the stored transaction that failed its hash check last, if any
+	// refusedLogged: a 401 or 403 was logged at ERROR since the last success.
+	refusedLogged bool
 }
 
 func newDeliverer(deps deliveryDeps, reg *Registration) *deliverer {
@@ -143,9 +146,21 @@ var (
 	errStopping = errors.New("stopping")
 	// errStale means the lease was lost: the owner must claim it again.
 	errStale = errors.New("lease lost")
-	// errSendFailed wraps every failure to deliver a transaction to the AS.
+	// errSendFailed is matched by every failure to deliver a transaction
+	// to the AS.
 	errSendFailed = errors.New("delivery failed")
 )
+
+// sendFailure is the AS's failure to take a transaction, with how long it
+// asked the scheduler to wait before the next attempt (Retry-After), if
+// it did. It matches errSendFailed.
+type sendFailure struct {
+	err        error
+	retryAfter time.Duration
+}
+
+func (e *sendFailure) Error() string   { return e.err.Error() }
+func (e *sendFailure) Unwrap() []error { return []error{errSendFailed, e.err} }
 
 // run is the deliverer's goroutine, until Stop: claim the lease, then run
 // the stage the phase names. It returns once stopping is closed and what
@@ -384,7 +399,7 @@ func (d *deliverer) put(ctx context.Context, txn *store.Txn, verify bool) error 
 			return errStopping
 		}
 		d.noteFailure(res, err, txn)
-		return fmt.Errorf("%w: %w", errSendFailed, err)
+		return &sendFailure{err: err, retryAfter: res.RetryAfter}
 	}
 	d.noteSuccess(res, len(txn.Items))
 	return nil
@@ -404,6 +419,7 @@ func (d *deliverer) complete(ctx context.Context, txn *store.Txn) error {
 func (d *deliverer) noteSuccess(res wire.Result, items int) {
 	d.mu.Lock()
 	d.status.damagedTxn = 0
+	d.status.refusedLogged = false
 	d.status.lastSuccess = d.clock.Now()
 	d.status.lastHTTP = res.Status
 	d.status.lastAnswer = res.Excerpt
@@ -422,7 +438,18 @@ func (d *deliverer) noteFailure(res wire.Result, err error, txn *store.Txn) {
 	d.mu.Unlock()
 	attrs := []any{"txn_id", txn.ID, "attempt", failures, "status", res.Status, "error", err}
 	if res.Status == http.StatusUnauthorized || res.Status == http.StatusForbidden {
-		d.log.Error("application service refused our credentials (hs_token mismatch?)", attrs...)
+		// A misconfigured token: said at ERROR once per outage, since
+		// every retry fails alike until an operator fixes it.
+		d.mu.Lock()
+		first := !d.status.refusedLogged
+		d.status.refusedLogged = true
+		d.mu.Unlock()
+		if first {
+			d.log.Error("application service refused our credentials (hs_token mismatch?); "+
+				"retrying without repeating this until a delivery succeeds", attrs...)
+			return
+		}
+		d.log.Debug("application service refused our credentials again", attrs...)
 		return
 	}
 	d.log.Warn("error delivering transaction", attrs...)

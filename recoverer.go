@@ -46,7 +46,7 @@ func (d *deliverer) recover(ctx context.Context) error {
 	default:
 	}
 	if d.phase == downWaiting {
-		if err := d.waitToRetry(ctx, b.NextBackOff()); err != nil {
+		if err := d.waitToRetry(ctx, d.retryWait(b)); err != nil {
 			return err
 		}
 	}
@@ -68,8 +68,9 @@ func (d *deliverer) recover(ctx context.Context) error {
 				return err
 			}
 			// The transaction stays stored, to be resent first.
+			d.failure = err
 			d.setPhase(downWaiting)
-			if err := d.waitToRetry(ctx, b.NextBackOff()); err != nil {
+			if err := d.waitToRetry(ctx, d.retryWait(b)); err != nil {
 				return err
 			}
 			continue
@@ -79,6 +80,19 @@ func (d *deliverer) recover(ctx context.Context) error {
 		}
 		b.Reset()
 	}
+}
+
+// retryWait returns how long to wait before the next attempt: the next
+// step of b, or, when the last failure was an answer with Retry-After (429,
+// 503), what the AS asked for, capped at Config.RetryMax. b takes its step
+// either way, so later failures without one keep backing off.
+func (d *deliverer) retryWait(b *backoff.ExponentialBackOff) time.Duration {
+	wait := b.NextBackOff()
+	var sf *sendFailure
+	if errors.As(d.failure, &sf) && sf.retryAfter > 0 {
+		wait = min(sf.retryAfter, d.retry.max)
+	}
+	return wait
 }
 
 // waitToRetry is the wait of phase downWaiting, after which the deliverer

@@ -74,6 +74,7 @@ func (d *deliverer) deliverWhileUp(ctx context.Context) error {
 		case err == nil:
 			cur, fromStore = ahead, false
 		case isSendFailure(err):
+			d.failure = err
 			d.setPhase(downWaiting)
 			return nil
 		default:

@@ -89,6 +89,11 @@ type Result struct {
 	// with non-printable bytes replaced and HSToken and Endpoint.Redact
 	// replaced by "<redacted>".
 	Excerpt string
+	// RetryAfter is how long a 429 (Too Many Requests) or 503 answer asks
+	// the caller to wait, from its Retry-After header (seconds, or an
+	// HTTP date counted from the answer's Date header, else from now);
+	// zero when the header is absent, unreadable or in the past.
+	RetryAfter time.Duration
 }
 
 // Sender PUTs transactions and POSTs pings to application services. It is
@@ -272,6 +277,9 @@ func (s *Sender) do(parent context.Context, method, what string, ep Endpoint, pa
 	rtt := time.Since(start)
 
 	res := Result{Status: resp.StatusCode, Excerpt: excerpt(answer, ep.HSToken, secrets)}
+	if res.Status == http.StatusTooManyRequests || res.Status == http.StatusServiceUnavailable {
+		res.RetryAfter = retryAfter(resp.Header, time.Now())
+	}
 	var reason string
 	switch {
 	case readErr != nil && parent.Err() != nil:
