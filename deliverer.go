@@ -89,8 +89,12 @@ func (p phase) forming() phase {
 // one of them acts at any moment.
 type deliverer struct {
 	deliveryDeps
-	reg *Registration
+	id  string
+	reg atomic.Pointer[Registration] // replaced by UpdateServices; read at each use
 	log *slog.Logger
+
+	retired chan struct{} // closed when UpdateServices removes the service
+	ended   chan struct{} // closed when run has returned
 
 	wakeCh chan struct{} // capacity 1: new work may be queued
 	upCh   chan struct{} // capacity 1: the AS says it is back (ServiceUp)
@@ -128,13 +132,17 @@ type serviceStatus struct {
 
 func newDeliverer(deps deliveryDeps, reg *Registration) *deliverer {
 	log := deps.log.With("service", reg.ID)
-	return &deliverer{
+	d := &deliverer{
 		deliveryDeps: deps,
-		reg:          reg,
+		id:           reg.ID,
 		log:          log,
+		retired:      make(chan struct{}),
+		ended:        make(chan struct{}),
 		wakeCh:       make(chan struct{}, 1),
 		upCh:         make(chan struct{}, 1),
 	}
+	d.reg.Store(reg)
+	return d
 }
 
 // msgLeaseLost is logged when a deliverer finds its lease gone.
@@ -313,10 +321,11 @@ func (d *deliverer) serviceUp() {
 // endpoint says where and how to reach the AS; read at every send, so
 // stored transactions always go to the URL and token configured now.
 func (d *deliverer) endpoint() wire.Endpoint {
+	reg := d.reg.Load()
 	return wire.Endpoint{
-		URL:       d.reg.URL,
-		HSToken:   d.reg.HSToken,
-		Redact:    []string{d.reg.ASToken},
+		URL:       reg.URL,
+		HSToken:   reg.HSToken,
+		Redact:    []string{reg.ASToken},
 		QueryAuth: d.queryAuth,
 	}
 }
@@ -339,7 +348,7 @@ func (d *deliverer) next(ctx context.Context) (txn *store.Txn, fromStore bool, e
 		return nil, false, err
 	}
 	if d.phase == upResending || d.phase == downResending {
-		txns, err := d.store.Txns(ctx, d.reg.ID, 1)
+		txns, err := d.store.Txns(ctx, d.id, 1)
 		if err != nil {
 			return nil, false, storeErr("listing stored transactions", err)
 		}
@@ -356,8 +365,8 @@ func (d *deliverer) next(ctx context.Context) (txn *store.Txn, fromStore bool, e
 func (d *deliverer) form(ctx context.Context) (*store.Txn, error) {
 	// The body format follows the registration as it is now, and is
 	// recorded with the transaction: its retries keep it.
-	format := wire.FormatFor(bodyFlags(d.reg))
-	txn, err := d.store.NextTxn(ctx, d.reg.ID, d.lease.epoch, format, d.limits)
+	format := wire.FormatFor(bodyFlags(d.reg.Load()))
+	txn, err := d.store.NextTxn(ctx, d.id, d.lease.epoch, format, d.limits)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, errStopping // Stop ran out of time: not a store error
@@ -410,7 +419,7 @@ func (d *deliverer) put(ctx context.Context, txn *store.Txn, verify bool) error 
 func (d *deliverer) complete(ctx context.Context, txn *store.Txn) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), completeTimeout)
 	defer cancel()
-	if err := d.store.Complete(cctx, d.reg.ID, d.lease.epoch, txn.ID); err != nil {
+	if err := d.store.Complete(cctx, d.id, d.lease.epoch, txn.ID); err != nil {
 		return storeErr("completing a delivered transaction", err)
 	}
 	return nil

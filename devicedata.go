@@ -129,7 +129,7 @@ func (s *Scheduler) deviceListBatch(changes DeviceListChanges) batch {
 func (s *Scheduler) routeDeviceLists(ctx context.Context, rooms *interest.Rooms, changes DeviceListChanges) ([]store.Entry, error) {
 	var entries []store.Entry
 	byData := make(map[string]int) // data → its entry
-	for _, m := range s.sorter.services {
+	for _, m := range s.sorter().services {
 		if m.OptIns&interest.DeviceData == 0 {
 			continue
 		}

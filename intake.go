@@ -185,7 +185,7 @@ func (s *Scheduler) intake(ctx context.Context, b batch) error {
 			return err
 		}
 	}
-	entries, err := b.route(ctx, s.sorter.lookups())
+	entries, err := b.route(ctx, s.sorter().lookups())
 	if err != nil {
 		return err
 	}
@@ -235,7 +235,7 @@ func listBatch[T any, P interface {
 			var ids []string
 			for i, e := range entries {
 				var err error
-				if ids, err = P(&items[i]).wants(ctx, s.sorter, rooms, i, ids[:0]); err != nil {
+				if ids, err = P(&items[i]).wants(ctx, s.sorter(), rooms, i, ids[:0]); err != nil {
 					return nil, err
 				}
 				if len(ids) > 0 {

@@ -37,7 +37,7 @@ const claimSpacing = 50 * time.Millisecond
 // returns errStopping when the scheduler stops first.
 func (d *deliverer) claim(ctx context.Context) (bool, error) {
 	asked := d.clock.Now()
-	epoch, err := d.store.Claim(ctx, d.reg.ID, d.owner, d.leaseTTL)
+	epoch, err := d.store.Claim(ctx, d.id, d.owner, d.leaseTTL)
 	if err != nil {
 		if !errors.Is(err, store.ErrLeaseHeld) {
 			d.log.Error("error claiming the service's lease", "error", err)
@@ -73,7 +73,7 @@ func (d *deliverer) renewDue(ctx context.Context) error {
 		return nil
 	}
 	asked := d.clock.Now()
-	epoch, err := d.store.Claim(ctx, d.reg.ID, d.owner, d.leaseTTL)
+	epoch, err := d.store.Claim(ctx, d.id, d.owner, d.leaseTTL)
 	switch {
 	case errors.Is(err, store.ErrLeaseHeld):
 		d.lease.lost = true
@@ -104,7 +104,7 @@ func (d *deliverer) release() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), completeTimeout)
 	defer cancel()
-	if err := d.store.Release(ctx, d.reg.ID, d.lease.epoch); err != nil && !errors.Is(err, store.ErrStaleEpoch) {
+	if err := d.store.Release(ctx, d.id, d.lease.epoch); err != nil && !errors.Is(err, store.ErrStaleEpoch) {
 		d.log.Warn("error releasing the service's lease", "error", err)
 	}
 	d.lease = lease{}

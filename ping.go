@@ -30,7 +30,8 @@ import (
 // M_CONNECTION_FAILED, and ErrNoURL to M_URL_NOT_SET.
 func (s *Scheduler) Ping(ctx context.Context, serviceID, transactionID string) (time.Duration, error) {
 	var reg *Registration
-	for _, r := range s.cfg.Services {
+	roster := s.current()
+	for _, r := range roster.regs {
 		if r.ID == serviceID {
 			reg = r
 			break
@@ -45,7 +46,7 @@ func (s *Scheduler) Ping(ctx context.Context, serviceID, transactionID string) (
 	if err := s.accepting(); err != nil {
 		return 0, err
 	}
-	rtt, res, err := s.sender.Ping(ctx, s.deliverers[serviceID].endpoint(), transactionID)
+	rtt, res, err := s.sender.Ping(ctx, roster.deliverers[serviceID].endpoint(), transactionID)
 	if err != nil {
 		return 0, fmt.Errorf("error pinging %q: %w", serviceID, pingError(ctx, res, err))
 	}

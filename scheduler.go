@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/asdeliver/scheduler/internal/clock"
 	"github.com/asdeliver/scheduler/internal/lifecycle"
@@ -18,15 +19,16 @@ import (
 // run it with Start, feed it with Enqueue, end it with Stop. Its methods are
 // safe for concurrent use.
 type Scheduler struct {
-	cfg        Config
-	log        *slog.Logger
-	clock      clock.Clock
-	sorter     *eventSorter
-	deliverers map[string]*deliverer // configured services with a URL, by ID
-	owner      string                // lease owner name, unique per Scheduler
-	sender     *wire.Sender
-	pool       *eventPool
-	signals    *signals // nil unless the Store is shared by several processes (store.Notifier)
+	cfg     Config
+	log     *slog.Logger
+	clock   clock.Clock
+	roster  atomic.Pointer[roster] // the services in force; see UpdateServices
+	reload  reloading
+	deps    deliveryDeps // of every deliverer
+	owner   string       // lease owner name, unique per Scheduler
+	sender  *wire.Sender
+	pool    *eventPool
+	signals *signals // nil unless the Store is shared by several processes (store.Notifier)
 
 	mu    sync.Mutex
 	state runState
@@ -60,15 +62,14 @@ func newScheduler(cfg Config, clk clock.Clock) (*Scheduler, error) {
 		return nil, fmt.Errorf("error generating the lease owner name: %w", err)
 	}
 	s := &Scheduler{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		clock:      clk,
-		sorter:     newEventSorter(cfg.ServerName, cfg.Services, cfg.Rooms),
-		deliverers: make(map[string]*deliverer, len(cfg.Services)),
-		owner:      "asdeliver-" + hex.EncodeToString(id[:]),
-		sender:     wire.NewSender(cfg.HTTPClient, cfg.ConnectTimeout, cfg.AnswerTimeout),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		clock:  clk,
+		owner:  "asdeliver-" + hex.EncodeToString(id[:]),
+		sender: wire.NewSender(cfg.HTTPClient, cfg.ConnectTimeout, cfg.AnswerTimeout),
+		reload: reloading{retiring: make(map[string]*deliverer)},
 	}
-	deps := deliveryDeps{
+	s.deps = deliveryDeps{
 		store:     cfg.Store,
 		sender:    s.sender,
 		clock:     clk,
@@ -80,13 +81,10 @@ func newScheduler(cfg Config, clk clock.Clock) (*Scheduler, error) {
 		pause:     cfg.PollInterval,
 		queryAuth: cfg.LegacyQueryAuth,
 	}
-	for _, reg := range cfg.Services {
-		if reg.URL != "" {
-			s.deliverers[reg.ID] = newDeliverer(deps, reg)
-		}
-	}
+	r, _ := s.newRoster(cfg.Services, nil)
+	s.roster.Store(r)
 	if n, ok := cfg.Store.(store.Notifier); ok {
-		s.signals = &signals{notifier: n, deliverers: s.deliverers, clock: clk, log: cfg.Logger,
+		s.signals = &signals{notifier: n, deliverer: s.deliverer, clock: clk, log: cfg.Logger,
 			pause: cfg.PollInterval, ups: make(chan string, 64)}
 	}
 	s.pool = newEventPool(cfg.Store, cfg.MaxPoolEvents, cfg.MaxPoolBytes, s.wakeServices, s.countQueued)
@@ -98,6 +96,8 @@ func newScheduler(cfg Config, clk clock.Clock) (*Scheduler, error) {
 // bounds only that check; the scheduler runs until Stop. Starting twice, or
 // after Stop, is an error.
 func (s *Scheduler) Start(ctx context.Context) error {
+	s.reload.mu.Lock()
+	defer s.reload.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch s.state {
@@ -111,7 +111,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		return fmt.Errorf("error checking the store: %w", err)
 	}
 	for _, b := range backlogs {
-		if d := s.deliverers[b.Service]; d != nil {
+		if d := s.deliverer(b.Service); d != nil {
 			d.queued.Store(int64(b.Queued))
 			continue
 		}
@@ -123,10 +123,10 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	// Stop ends it.
 	g := lifecycle.New(ctx)
 	g.Go(func(ctx context.Context) { s.pool.run(ctx, g.Stopping()) })
-	for _, d := range s.deliverers {
-		g.Go(func(ctx context.Context) { d.run(ctx, g.Stopping()) })
+	for _, d := range s.current().deliverers {
+		launch(g, d)
 	}
-	p := &poller{store: s.cfg.Store, clock: s.clock, interval: s.cfg.PollInterval, log: s.log, deliverers: s.deliverers}
+	p := &poller{store: s.cfg.Store, clock: s.clock, interval: s.cfg.PollInterval, log: s.log, deliverer: s.deliverer}
 	g.Go(func(ctx context.Context) { p.run(ctx, g.Stopping()) })
 	if s.signals != nil {
 		g.Go(func(ctx context.Context) { s.signals.run(ctx, g.Stopping()) })
@@ -161,7 +161,7 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 // ordered, before its commit (see eventPool.commit).
 func (s *Scheduler) wakeServices(queued map[string]int) {
 	for id := range queued {
-		if d := s.deliverers[id]; d != nil {
+		if d := s.deliverer(id); d != nil {
 			d.wake()
 		}
 	}
@@ -173,7 +173,7 @@ func (s *Scheduler) wakeServices(queued map[string]int) {
 // them.
 func (s *Scheduler) countQueued(queued map[string]int, woken bool) {
 	for id, n := range queued {
-		if d := s.deliverers[id]; d != nil {
+		if d := s.deliverer(id); d != nil {
 			d.queued.Add(int64(n))
 			if !woken {
 				d.wake()
@@ -209,7 +209,7 @@ func (s *Scheduler) Enqueue(ctx context.Context, events ...Event) error {
 // (store.Notifier), it also reaches the process that delivers to the
 // service, if that is another one.
 func (s *Scheduler) ServiceUp(serviceID string) {
-	d := s.deliverers[serviceID]
+	d := s.deliverer(serviceID)
 	if d == nil {
 		return
 	}

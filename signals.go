@@ -21,12 +21,12 @@ const publishTimeout = 5 * time.Second
 // process's ServiceUp calls to the others. Signals are hints; the poller
 // still finds whatever one that was lost announced.
 type signals struct {
-	notifier   store.Notifier
-	deliverers map[string]*deliverer
-	clock      clock.Clock
-	log        *slog.Logger
-	pause      time.Duration // before watching again after an error
-	ups        chan string   // ServiceUp calls of this process, to publish
+	notifier  store.Notifier
+	deliverer func(id string) *deliverer // of a configured service, or nil
+	clock     clock.Clock
+	log       *slog.Logger
+	pause     time.Duration // before watching again after an error
+	ups       chan string   // ServiceUp calls of this process, to publish
 }
 
 // publish queues a ServiceUp of this process for the other processes; it
@@ -89,7 +89,7 @@ func (sg *signals) watch(ctx context.Context) {
 
 // receive acts on one signal; it never blocks.
 func (sg *signals) receive(sig store.Signal) {
-	d := sg.deliverers[sig.Service]
+	d := sg.deliverer(sig.Service)
 	if d == nil {
 		return
 	}

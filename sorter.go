@@ -85,11 +85,11 @@ func (es *eventSorter) ephemeralInterest(ctx context.Context, ev *EphemeralEvent
 // left by a restart or appended by another process is found. It warns
 // once about work stored for a service that is not configured.
 type poller struct {
-	store      store.Store
-	clock      clock.Clock
-	interval   time.Duration
-	log        *slog.Logger
-	deliverers map[string]*deliverer
+	store     store.Store
+	clock     clock.Clock
+	interval  time.Duration
+	log       *slog.Logger
+	deliverer func(id string) *deliverer // of a configured service, or nil
 }
 
 // run polls until stopping closes or ctx ends.
@@ -112,7 +112,7 @@ func (p *poller) run(ctx context.Context, stopping <-chan struct{}) {
 			continue
 		}
 		for _, b := range backlogs {
-			if d := p.deliverers[b.Service]; d != nil {
+			if d := p.deliverer(b.Service); d != nil {
 				d.queued.Store(int64(b.Queued))
 				d.wake()
 				continue

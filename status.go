@@ -71,7 +71,7 @@ func (s *Scheduler) Status(ctx context.Context, serviceID string) (ServiceStatus
 	if !b.Oldest.IsZero() {
 		st.OldestWaiting = s.clock.Now().Sub(b.Oldest)
 	}
-	d := s.deliverers[serviceID]
+	d := s.deliverer(serviceID)
 	if d == nil {
 		if b.Txns == 0 && b.Queued == 0 {
 			return ServiceStatus{}, fmt.Errorf("%w: %q", ErrUnknownService, serviceID)
@@ -100,8 +100,11 @@ func (s *Scheduler) Status(ctx context.Context, serviceID string) (ServiceStatus
 // purged (remove it from the configuration first). It fails while another
 // process holds the service's lease.
 func (s *Scheduler) Purge(ctx context.Context, serviceID string) error {
-	if s.deliverers[serviceID] != nil {
-		return fmt.Errorf("service %q is configured: remove it from Config.Services before purging its work", serviceID)
+	if s.deliverer(serviceID) != nil {
+		return fmt.Errorf("service %q is configured: remove it from Config.Services (or UpdateServices) before purging its work", serviceID)
+	}
+	if s.isRetiring(serviceID) {
+		return fmt.Errorf("service %q was removed but its sender has not stopped yet: try again", serviceID)
 	}
 	st := s.cfg.Store
 	epoch, err := st.Claim(ctx, serviceID, s.owner, s.cfg.LeaseTTL)
