@@ -1,0 +1,521 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// checkEntries returns an error matching store.ErrInvalid for the first
+// entry that Append must refuse.
+func checkEntries(op string, entries []store.Entry) error {
+	for i, e := range entries {
+		if len(e.Services) == 0 {
+			return invalid(op, "entry %d has no services: list at least one", i)
+		}
+		for _, svc := range e.Services {
+			if err := checkName(op, fmt.Sprintf("service ID in entry %d", i), svc); err != nil {
+				return err
+			}
+		}
+		if len(e.Data) == 0 {
+			return invalid(op, "entry %d has no data", i)
+		}
+	}
+	return nil
+}
+
+// pendingKey is what Append deduplicates on.
+type pendingKey struct {
+	service string
+	kind    store.Kind
+	key     string
+}
+
+// appendSet is the entries of one call, checked and deduplicated within
+// the call, as appendItems takes them: one element of kinds, keys, datas
+// (and created, if set) per entry still wanted, and one element of ents
+// (the entry's ordinal, from 1) and svcs per service that wants it.
+type appendSet struct {
+	kinds    []int16
+	keys     [][]byte
+	datas    [][]byte
+	created  []time.Time
+	ents     []int64
+	svcs     []string
+	services []string // the distinct services, sorted
+}
+
+// newAppendSet drops, from checked entries, a service listed twice in one
+// entry and a (service, kind, key) that an earlier entry of the call
+// already queues, and then the entries that no service wants any more.
+// created, if not nil, holds each entry's append time.
+func newAppendSet(entries []store.Entry, created []time.Time) *appendSet {
+	set := &appendSet{}
+	seen := make(map[pendingKey]struct{})
+	distinct := make(map[string]struct{})
+	for i, e := range entries {
+		ord := int64(0)
+		for j, svc := range e.Services {
+			if slices.Contains(e.Services[:j], svc) {
+				continue
+			}
+			if e.Key != "" {
+				k := pendingKey{svc, e.Kind, e.Key}
+				if _, dup := seen[k]; dup {
+					continue
+				}
+				seen[k] = struct{}{}
+			}
+			if ord == 0 {
+				set.kinds = append(set.kinds, int16(e.Kind))
+				set.keys = append(set.keys, []byte(e.Key))
+				set.datas = append(set.datas, e.Data)
+				if created != nil {
+					set.created = append(set.created, created[i])
+				}
+				ord = int64(len(set.kinds))
+			}
+			set.ents = append(set.ents, ord)
+			set.svcs = append(set.svcs, svc)
+			distinct[svc] = struct{}{}
+		}
+	}
+	for svc := range distinct {
+		set.services = append(set.services, svc)
+	}
+	slices.Sort(set.services)
+	return set
+}
+
+// queueAppend queues on b the statements that append set: lock the heads
+// rows of its services, store and queue the items, notify the other
+// stores. The heads rows must exist (ensure).
+func (s *Store) queueAppend(b *pgx.Batch, set *appendSet) {
+	b.Queue(s.sql.lockHeads, set.services)
+	created := set.created
+	if created == nil {
+		created = []time.Time{} // unnest pads it with NULL: now()
+	}
+	b.Queue(s.sql.appendItems, set.kinds, set.keys, set.datas, created, set.ents, set.svcs).Query(
+		func(rows pgx.Rows) error {
+			var service string
+			var last int64
+			_, err := pgx.ForEachRow(rows, []any{&service, &last}, func() error {
+				s.watch.appended(service, last)
+				return nil
+			})
+			return err
+		})
+	b.Queue(s.sql.notify, s.channel, s.workNotice(set.services))
+}
+
+// ensure creates the services and heads rows of services that this Store
+// has not seen yet, in a transaction of their own: rows are never deleted,
+// so later calls need not lock anything to create them.
+func (s *Store) ensure(ctx context.Context, services []string) error {
+	var missing []string
+	for _, svc := range services {
+		if _, ok := s.known.Load(svc); !ok {
+			missing = append(missing, svc)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	b.Queue(s.sql.ensureServices, missing)
+	b.Queue(s.sql.ensureHeads, missing)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("creating the rows of services: %w", err)
+	}
+	for _, svc := range missing {
+		s.known.Store(svc, struct{}{})
+	}
+	return nil
+}
+
+// Append stores the entries, as store.Store documents, in one database
+// transaction. It checks every entry before it changes anything, so an
+// invalid entry stores nothing. The Seq field of the entries is ignored;
+// a service listed twice in one entry is queued once. Service IDs must be
+// UTF-8 without NUL bytes (PostgreSQL text); keys and data may hold any
+// bytes.
+//
+// Append locks the heads rows of the entries' services until it commits
+// (see the package doc), so Appends that share a service commit one after
+// the other. It notifies the other Stores of the schema in the same
+// commit.
+func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
+	const op = "appending entries"
+	if err := s.enter(ctx, op); err != nil {
+		return err
+	}
+	if err := checkEntries(op, entries); err != nil {
+		return err
+	}
+	set := newAppendSet(entries, nil)
+	if len(set.kinds) == 0 {
+		return nil
+	}
+	if err := s.ensure(ctx, set.services); err != nil {
+		return s.fail(op, err)
+	}
+	b := &pgx.Batch{}
+	s.queueAppend(b, set) // one implicit transaction: the batch's
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return s.fail(op, err)
+	}
+	return nil
+}
+
+// micros returns d in whole microseconds, rounded up.
+func micros(d time.Duration) int64 {
+	return int64((d + time.Microsecond - 1) / time.Microsecond)
+}
+
+// Claim grants owner the lease on service, as store.Store documents, with
+// its expiry on the database's clock. A claim by the holder after its
+// lease expired counts as a new grant and gets a new epoch, as does a
+// claim after Release.
+func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Duration) (store.Epoch, error) {
+	const op = "claiming lease"
+	if err := s.enter(ctx, op); err != nil {
+		return 0, err
+	}
+	if err := checkName(op, "service ID", service); err != nil {
+		return 0, err
+	}
+	if err := checkName(op, "owner", owner); err != nil {
+		return 0, err
+	}
+	if ttl <= 0 {
+		return 0, invalid(op, "ttl %v is not positive", ttl)
+	}
+	if err := s.ensure(ctx, []string{service}); err != nil {
+		return 0, s.fail(op, err)
+	}
+	var epoch int64
+	err := s.pool.QueryRow(ctx, s.sql.claim, service, owner, micros(ttl)).Scan(&epoch)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, fmt.Errorf("postgres: %s: service %q: %w", op, service, store.ErrLeaseHeld)
+	case err != nil:
+		return 0, s.fail(op, err)
+	}
+	return store.Epoch(epoch), nil
+}
+
+// Release frees the lease on service, as store.Store documents. An epoch
+// whose lease expired is still current until another owner claims the
+// service, so its holder may release it.
+func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) error {
+	const op = "releasing lease"
+	if err := s.enterService(ctx, op, service); err != nil {
+		return err
+	}
+	tag, err := s.pool.Exec(ctx, s.sql.release, service, int64(epoch))
+	if err != nil {
+		return s.fail(op, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return stale(op, service, epoch)
+	}
+	return nil
+}
+
+// enterService is enter for a method that names a service.
+func (s *Store) enterService(ctx context.Context, op, service string) error {
+	if err := s.enter(ctx, op); err != nil {
+		return err
+	}
+	return checkName(op, "service ID", service)
+}
+
+// checkLimits returns an error matching store.ErrInvalid for limits that
+// NextTxn refuses.
+func checkLimits(op string, lim store.Limits) error {
+	if lim.MaxItems <= 0 {
+		return invalid(op, "Limits.MaxItems is %d: pass at least 1", lim.MaxItems)
+	}
+	if lim.MaxBytes <= 0 {
+		return invalid(op, "Limits.MaxBytes is %d: pass at least 1", lim.MaxBytes)
+	}
+	for k, n := range lim.MaxItemsByKind {
+		if n <= 0 {
+			return invalid(op, "Limits.MaxItemsByKind[%d] is %d: pass at least 1", k, n)
+		}
+	}
+	return nil
+}
+
+// maxPage caps the rows NextTxn reads at once.
+const maxPage = 1000
+
+// pageSize returns how many queued rows NextTxn reads at once under lim:
+// one more than the largest limit of a kind, so that a queue of one kind
+// is read once, at the cost of one row too many.
+func pageSize(lim store.Limits) int {
+	n := lim.MaxItems
+	for _, m := range lim.MaxItemsByKind {
+		n = max(n, m)
+	}
+	return min(n, maxPage-1) + 1
+}
+
+// former takes the items of a transaction from pages of the queue, in
+// order, until the first that does not fit the limits.
+type former struct {
+	lim     store.Limits
+	items   []store.Item
+	size    int
+	perKind [256]int // Kind is a uint8
+	full    bool     // an item did not fit: the transaction is complete
+	rows    int      // rows read from the last page
+	last    int64    // seq of the last row read
+}
+
+// add reads one page of rows (seq, kind, key, data) into the transaction.
+func (f *former) add(rows pgx.Rows) error {
+	f.rows = 0
+	for rows.Next() {
+		f.rows++
+		if f.full {
+			continue
+		}
+		var it store.Item
+		var kind int16
+		var key []byte
+		if err := rows.Scan(&it.Seq, &kind, &key, &it.Data); err != nil {
+			return err
+		}
+		it.Kind, it.Key = store.Kind(kind), string(key)
+		if f.perKind[it.Kind] == f.lim.MaxFor(it.Kind) || (len(f.items) > 0 && f.size+len(it.Data) > f.lim.MaxBytes) {
+			f.full = true
+			continue
+		}
+		f.perKind[it.Kind]++
+		f.size += len(it.Data)
+		f.items = append(f.items, it)
+		f.last = it.Seq
+	}
+	return rows.Err()
+}
+
+// NextTxn forms the next transaction of service, as store.Store documents,
+// in one database transaction that holds the lease row locked (FOR
+// UPDATE) from the epoch check to the commit. An epoch whose lease expired
+// stays current until another owner claims the service.
+func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
+	const op = "forming transaction"
+	if err := s.enterService(ctx, op, service); err != nil {
+		return nil, err
+	}
+	if err := checkLimits(op, lim); err != nil {
+		return nil, err
+	}
+	txn, err := s.nextTxn(ctx, service, epoch, format, lim)
+	switch {
+	case errors.Is(err, store.ErrStaleEpoch):
+		return nil, stale(op, service, epoch)
+	case err != nil:
+		return nil, s.fail(op, err)
+	}
+	return txn, nil
+}
+
+func (s *Store) nextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
+	page := pageSize(lim)
+	f := &former{lim: lim}
+	var current, bound int64
+
+	// One round trip: begin, lock the lease row, read the first page.
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	b.Queue(s.sql.lockLease, service).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&current, &bound)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // never claimed: current stays 0
+		}
+		return err
+	})
+	b.Queue(s.sql.page, service, int64(epoch), nil, page).Query(f.add)
+	br := s.pool.SendBatch(ctx, b)
+	tx := br.Tx()
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a no-op after Commit
+	if err := br.Close(); err != nil {
+		return nil, err
+	}
+	if epoch == 0 || int64(epoch) != current {
+		return nil, store.ErrStaleEpoch
+	}
+	for !f.full && f.rows == page {
+		rows, err := tx.Query(ctx, s.sql.page, service, int64(epoch), f.last, page)
+		if err != nil {
+			return nil, err
+		}
+		err = f.add(rows)
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(f.items) == 0 {
+		return nil, nil
+	}
+
+	t := &store.Txn{
+		Service: service,
+		Format:  format,
+		Hash:    store.HashItems(f.items),
+		Items:   f.items,
+	}
+	first, last := f.items[0].Seq, f.items[len(f.items)-1].Seq
+	err := tx.QueryRow(ctx, s.sql.formTxn, service, int64(format), t.Hash, first, last, int64(len(f.items))).
+		Scan(&t.ID, &t.Created)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Txns lists stored transactions of service, as store.Store documents,
+// reading them and their items in one statement.
+func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Txn, error) {
+	const op = "listing transactions"
+	if err := s.enterService(ctx, op, service); err != nil {
+		return nil, err
+	}
+	var lim *int64
+	if limit > 0 {
+		l := int64(limit)
+		lim = &l
+	}
+	rows, err := s.pool.Query(ctx, s.sql.txns, service, lim)
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	var (
+		out     []store.Txn
+		id      int64
+		format  int64
+		hash    []byte
+		created time.Time
+		it      store.Item
+		kind    int16
+		key     []byte
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &format, &hash, &created, &it.Seq, &kind, &key, &it.Data}, func() error {
+		if len(out) == 0 || out[len(out)-1].ID != id {
+			out = append(out, store.Txn{Service: service, ID: id, Format: int(format), Hash: hash, Created: created})
+		}
+		t := &out[len(out)-1]
+		it.Kind, it.Key = store.Kind(kind), string(key)
+		t.Items = append(t.Items, it) // Scan gives every row slices of its own
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	return out, nil
+}
+
+// Complete deletes a stored transaction, as store.Store documents. It
+// holds the lease row locked (FOR SHARE) while it checks the epoch and
+// deletes, and locks the transaction's shared items, in Seq order, before
+// it decides whether another service still needs them.
+func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
+	const op = "completing transaction"
+	if err := s.enterService(ctx, op, service); err != nil {
+		return err
+	}
+	var current int64
+	b := &pgx.Batch{}
+	b.Queue(s.sql.shareLease, service).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&current)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	b.Queue(s.sql.lockTxnShared, service, int64(epoch), id)
+	b.Queue(s.sql.complete, service, int64(epoch), id)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return s.fail(op, err)
+	}
+	if epoch == 0 || int64(epoch) != current {
+		return stale(op, service, epoch)
+	}
+	return nil
+}
+
+// Backlogs reports the services with pending work, as store.Store
+// documents, from one statement: the queued count is kept in counters, so
+// it costs the same whatever the backlog.
+func (s *Store) Backlogs(ctx context.Context) ([]store.Backlog, error) {
+	const op = "listing backlogs"
+	if err := s.enter(ctx, op); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, s.sql.backlogs)
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	var (
+		out    []store.Backlog
+		b      store.Backlog
+		txns   int64
+		queued int64
+		oldest *time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&b.Service, &txns, &queued, &oldest}, func() error {
+		b.Txns, b.Queued, b.Oldest = int(txns), int(queued), time.Time{}
+		if oldest != nil {
+			b.Oldest = *oldest
+		}
+		out = append(out, b)
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	slices.SortFunc(out, func(a, b store.Backlog) int { return strings.Compare(a.Service, b.Service) })
+	return out, nil
+}
+
+// Purge deletes everything pending for service, as store.Store documents,
+// under the lease row's lock (FOR UPDATE). It keeps the service's lease.
+func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) error {
+	const op = "purging service"
+	if err := s.enterService(ctx, op, service); err != nil {
+		return err
+	}
+	var current, bound int64
+	b := &pgx.Batch{}
+	b.Queue(s.sql.lockLease, service).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&current, &bound)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	b.Queue(s.sql.lockAllShared, service, int64(epoch))
+	b.Queue(s.sql.purge, service, int64(epoch))
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return s.fail(op, err)
+	}
+	if epoch == 0 || int64(epoch) != current {
+		return stale(op, service, epoch)
+	}
+	return nil
+}
