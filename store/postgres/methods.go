@@ -40,17 +40,19 @@ type pendingKey struct {
 }
 
 // appendSet is the entries of one call, checked and deduplicated within
-// the call, as appendItems takes them: one element of kinds, keys, datas
-// (and created, if set) per entry still wanted, and one element of ents
-// (the entry's ordinal, from 1) and svcs per service that wants it.
+// the call: the entries still wanted, and one pair per entry and service
+// that wants it, in the entries' order.
 type appendSet struct {
-	kinds    []int16
-	keys     [][]byte
-	datas    [][]byte
-	created  []time.Time
-	ents     []int64
-	svcs     []string
+	entries  []store.Entry
+	created  []time.Time // one per entry, or nil: now()
+	pairs    []pair
 	services []string // the distinct services, sorted
+}
+
+// pair is one entry queued for one service.
+type pair struct {
+	entry   int // index in appendSet.entries
+	service string
 }
 
 // newAppendSet drops, from checked entries, a service listed twice in one
@@ -62,7 +64,7 @@ func newAppendSet(entries []store.Entry, created []time.Time) *appendSet {
 	seen := make(map[pendingKey]struct{})
 	distinct := make(map[string]struct{})
 	for i, e := range entries {
-		ord := int64(0)
+		kept := false
 		for j, svc := range e.Services {
 			if slices.Contains(e.Services[:j], svc) {
 				continue
@@ -74,17 +76,14 @@ func newAppendSet(entries []store.Entry, created []time.Time) *appendSet {
 				}
 				seen[k] = struct{}{}
 			}
-			if ord == 0 {
-				set.kinds = append(set.kinds, int16(e.Kind))
-				set.keys = append(set.keys, []byte(e.Key))
-				set.datas = append(set.datas, e.Data)
+			if !kept {
+				kept = true
+				set.entries = append(set.entries, e)
 				if created != nil {
 					set.created = append(set.created, created[i])
 				}
-				ord = int64(len(set.kinds))
 			}
-			set.ents = append(set.ents, ord)
-			set.svcs = append(set.svcs, svc)
+			set.pairs = append(set.pairs, pair{len(set.entries) - 1, svc})
 			distinct[svc] = struct{}{}
 		}
 	}
@@ -95,26 +94,123 @@ func newAppendSet(entries []store.Entry, created []time.Time) *appendSet {
 	return set
 }
 
-// queueAppend queues on b the statements that append set: lock the heads
-// rows of its services, store and queue the items, notify the other
-// stores. The heads rows must exist (ensure).
-func (s *Store) queueAppend(b *pgx.Batch, set *appendSet) {
+// appendReads are the answers of the statements queueLocks queues.
+type appendReads struct {
+	pending []int32 // indexes of the pairs whose key is pending already
+	seqs    []int64
+}
+
+// queueLocks queues on b, for set, the first statements of an Append's
+// transaction: lock the heads rows of its services (sorted: LockRows runs
+// above the sort), find the pairs whose key is already pending, and draw
+// one Seq per entry. The heads rows must exist (ensure).
+func (s *Store) queueLocks(b *pgx.Batch, set *appendSet) *appendReads {
+	r := &appendReads{}
 	b.Queue(s.sql.lockHeads, set.services)
-	created := set.created
+	var (
+		ns    []int32
+		svcs  []string
+		kinds []int16
+		keys  [][]byte
+	)
+	for n, p := range set.pairs {
+		if e := set.entries[p.entry]; e.Key != "" {
+			ns, svcs, kinds, keys = append(ns, int32(n)), append(svcs, p.service), append(kinds, int16(e.Kind)), append(keys, []byte(e.Key))
+		}
+	}
+	if len(ns) > 0 {
+		b.Queue(s.sql.pendingPairs, ns, svcs, kinds, keys).Query(func(rows pgx.Rows) (err error) {
+			r.pending, err = pgx.CollectRows(rows, pgx.RowTo[int32])
+			return err
+		})
+	}
+	b.Queue(s.sql.drawSeqs, len(set.entries)).Query(func(rows pgx.Rows) (err error) {
+		r.seqs, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		slices.Sort(r.seqs) // nextval's order within a statement is not the rows' order
+		return err
+	})
+	return r
+}
+
+// writeAppend writes, in tx, which holds the locks of queueLocks and r,
+// the items of set and their queue rows, except the pairs already pending
+// and the entries left without pairs, counts them in the heads rows and
+// notifies the other Stores, which hear of it when tx commits. Entries get
+// Seqs in their order.
+func (s *Store) writeAppend(ctx context.Context, tx pgx.Tx, set *appendSet, r *appendReads) error {
+	skip := make([]bool, len(set.pairs))
+	for _, n := range r.pending {
+		skip[n] = true
+	}
+	wanted := make([][]string, len(set.entries))
+	for n, p := range set.pairs {
+		if !skip[n] {
+			wanted[p.entry] = append(wanted[p.entry], p.service)
+		}
+	}
+	var (
+		seqs    []int64
+		kinds   []int16
+		keys    [][]byte
+		datas   [][]byte
+		created []time.Time
+		lo, hi  []int32
+		shared  []string
+		qSvcs   []string
+		qSeqs   []int64
+		counts  = make(map[string]int64)
+		last    = make(map[string]int64)
+	)
+	next := 0
+	for i, e := range set.entries {
+		if len(wanted[i]) == 0 {
+			continue
+		}
+		seq := r.seqs[next]
+		next++
+		seqs, kinds, keys, datas = append(seqs, seq), append(kinds, int16(e.Kind)), append(keys, []byte(e.Key)), append(datas, e.Data)
+		if set.created != nil {
+			created = append(created, set.created[i])
+		}
+		if len(wanted[i]) > 1 {
+			lo, hi = append(lo, int32(len(shared)+1)), append(hi, int32(len(shared)+len(wanted[i])))
+			shared = append(shared, wanted[i]...)
+		} else {
+			lo, hi = append(lo, 0), append(hi, 0)
+		}
+		for _, svc := range wanted[i] {
+			qSvcs, qSeqs = append(qSvcs, svc), append(qSeqs, seq)
+			counts[svc]++
+			last[svc] = seq
+		}
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
 	if created == nil {
 		created = []time.Time{} // unnest pads it with NULL: now()
 	}
-	b.Queue(s.sql.appendItems, set.kinds, set.keys, set.datas, created, set.ents, set.svcs).Query(
-		func(rows pgx.Rows) error {
-			var service string
-			var last int64
-			_, err := pgx.ForEachRow(rows, []any{&service, &last}, func() error {
-				s.watch.appended(service, last)
-				return nil
-			})
-			return err
+	var hSvcs []string
+	var hCounts, hLast []int64
+	for _, svc := range set.services {
+		if counts[svc] > 0 {
+			hSvcs, hCounts, hLast = append(hSvcs, svc), append(hCounts, counts[svc]), append(hLast, last[svc])
+		}
+	}
+	b := &pgx.Batch{}
+	b.Queue(s.sql.insertItems, seqs, kinds, keys, datas, created, lo, hi, shared)
+	b.Queue(s.sql.insertQueue, qSvcs, qSeqs)
+	b.Queue(s.sql.advanceHeads, hSvcs, hCounts, hLast).Query(func(rows pgx.Rows) error {
+		var service string
+		var lastSeq int64
+		_, err := pgx.ForEachRow(rows, []any{&service, &lastSeq}, func() error {
+			s.watch.appended(service, lastSeq)
+			return nil
 		})
-	b.Queue(s.sql.notify, s.channel, s.workNotice(set.services))
+		return err
+	})
+	b.Queue(s.sql.notify, s.channel, s.workNotice(hSvcs))
+	return tx.SendBatch(ctx, b).Close()
 }
 
 // ensure creates the services and heads rows of services that this Store
@@ -162,15 +258,26 @@ func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 		return err
 	}
 	set := newAppendSet(entries, nil)
-	if len(set.kinds) == 0 {
+	if len(set.entries) == 0 {
 		return nil
 	}
 	if err := s.ensure(ctx, set.services); err != nil {
 		return s.fail(op, err)
 	}
+	// Round trips: begin, lock and read; write; commit.
 	b := &pgx.Batch{}
-	s.queueAppend(b, set) // one implicit transaction: the batch's
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+	b.BeginTx(pgx.TxOptions{})
+	reads := s.queueLocks(b, set)
+	br := s.pool.SendBatch(ctx, b)
+	tx := br.Tx()
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a no-op after Commit
+	if err := br.Close(); err != nil {
+		return s.fail(op, err)
+	}
+	if err := s.writeAppend(ctx, tx, set, reads); err != nil {
+		return s.fail(op, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return s.fail(op, err)
 	}
 	return nil

@@ -202,13 +202,16 @@ func (s *Store) forwardOnce(ctx context.Context) (int, error) {
 		created = append(created, r.created)
 	}
 	set := newAppendSet(entries, created)
-	if len(set.kinds) > 0 {
+	if len(set.entries) > 0 {
 		if err := s.ensure(ctx, set.services); err != nil {
 			return 0, err
 		}
 		b := &pgx.Batch{}
-		s.queueAppend(b, set)
+		reads := s.queueLocks(b, set)
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return 0, err
+		}
+		if err := s.writeAppend(ctx, tx, set, reads); err != nil {
 			return 0, err
 		}
 	}

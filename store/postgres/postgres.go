@@ -115,7 +115,10 @@ type Options struct {
 	// poolers that cannot LISTEN (PgBouncer in transaction mode). Watch
 	// then reports signals once per PollInterval, from counters in the
 	// heads table, instead of within milliseconds. Stores with and without
-	// it may share a schema. Defaults to false.
+	// it may share a schema. (Such a pooler must also pass on or ignore
+	// the session parameter jit, which the Store sets to off unless the
+	// DSN sets it: PgBouncer's ignore_startup_parameters.) Defaults to
+	// false.
 	PollOnly bool
 	// Logger receives the errors of the Store's background work (the
 	// listener's connection, the outbox), which no call returns. Defaults
@@ -190,6 +193,11 @@ func OpenWithOptions(ctx context.Context, dsn string, opts Options) (*Store, err
 	}
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "asdeliver"
+	}
+	// The store's statements are short; compiling one with JIT, which a
+	// large estimate can trigger, costs far more than running it.
+	if _, set := cfg.ConnConfig.RuntimeParams["jit"]; !set {
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -4,7 +4,9 @@ package postgres
 // statement's comment says what it relies on; the package doc says why.
 type queries struct {
 	ensureServices, ensureHeads string
-	lockHeads, appendItems      string
+	lockHeads, pendingPairs     string
+	drawSeqs, insertItems       string
+	insertQueue, advanceHeads   string
 	claim, release              string
 	lockLease, shareLease       string
 	page, formTxn               string
@@ -51,46 +53,31 @@ ON CONFLICT DO NOTHING`),
 		lockHeads: x(`SELECT 1 FROM {s}.heads WHERE service = ANY ($1::text[])
 ORDER BY service COLLATE "C" FOR NO KEY UPDATE`),
 
-		// appendItems stores entries e (kind $1, key $2, data $3, append
-		// time $4 or now) for the (entry ordinal, service) pairs p ($5,
-		// $6), except the pairs whose kind and key are pending for the
-		// service. Seq values are drawn for the entries left and matched
-		// to them by rank, so they follow the entries' order whatever
-		// order nextval runs in. It returns each service's new last_seq.
-		appendItems: x(`WITH e AS (
-	SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[], $4::timestamptz[])
-		WITH ORDINALITY AS e(kind, key, data, created, i)
-),
-w AS (
-	SELECT p.i, p.service
-	FROM unnest($5::bigint[], $6::text[]) AS p(i, service) JOIN e ON e.i = p.i
-	WHERE e.key = '' OR NOT EXISTS (
-		SELECT 1 FROM {s}.items it JOIN {s}.queue q ON q.seq = it.seq
-		WHERE it.key = e.key AND it.kind = e.kind AND q.service = p.service)
-),
-k AS (
-	SELECT i, row_number() OVER (ORDER BY i) AS r, array_agg(service) AS svcs FROM w GROUP BY i
-),
-n AS (
-	SELECT nextval('{s}.items_seq') AS seq FROM generate_series(1, (SELECT count(*) FROM k))
-),
-r AS (
-	SELECT seq, row_number() OVER (ORDER BY seq) AS r FROM n
-),
-ins AS (
-	INSERT INTO {s}.items (seq, kind, key, data, created, services)
-	SELECT r.seq, e.kind, e.key, e.data, coalesce(e.created, now()),
-	       CASE WHEN cardinality(k.svcs) > 1 THEN k.svcs END
-	FROM k JOIN r ON r.r = k.r JOIN e ON e.i = k.i
-),
-q AS (
-	INSERT INTO {s}.queue (service, seq)
-	SELECT w.service, r.seq FROM w JOIN k ON k.i = w.i JOIN r ON r.r = k.r
-	RETURNING service, seq
-)
-UPDATE {s}.heads h SET appended = h.appended + c.n, last_seq = greatest(h.last_seq, c.last)
-FROM (SELECT service, count(*) AS n, max(seq) AS last FROM q GROUP BY service) c
-WHERE h.service = c.service
+		// pendingPairs returns the pairs (number $1, service $2, kind $3,
+		// key $4) whose kind and key are pending for the service: one
+		// lookup per pair through the key index (LATERAL keeps it so), so
+		// that its cost follows the call, not the backlog.
+		pendingPairs: x(`SELECT p.n FROM unnest($1::integer[], $2::text[], $3::smallint[], $4::bytea[]) AS p(n, service, kind, key)
+CROSS JOIN LATERAL (
+	SELECT 1 FROM {s}.items it JOIN {s}.queue q ON q.seq = it.seq AND q.service = p.service
+	WHERE it.key = p.key AND it.key <> '' AND it.kind = p.kind
+	LIMIT 1
+) hit`),
+		// drawSeqs draws $1 values of items_seq; the caller sorts them.
+		drawSeqs: x(`SELECT nextval('{s}.items_seq') FROM generate_series(1, $1::integer)`),
+		// insertItems stores items. An item queued for several services
+		// gets their IDs as the slice [$6, $7] of $8 (1-based bounds; an
+		// empty slice for an item of one service).
+		insertItems: x(`INSERT INTO {s}.items (seq, kind, key, data, created, services)
+SELECT u.seq, u.kind, u.key, u.data, coalesce(u.created, now()), CASE WHEN u.hi > u.lo THEN ($8::text[])[u.lo:u.hi] END
+FROM unnest($1::bigint[], $2::smallint[], $3::bytea[], $4::bytea[], $5::timestamptz[], $6::integer[], $7::integer[])
+	AS u(seq, kind, key, data, created, lo, hi)`),
+		insertQueue: x(`INSERT INTO {s}.queue (service, seq) SELECT * FROM unnest($1::text[], $2::bigint[])`),
+		// advanceHeads counts what an Append queued and returns each
+		// service's new last_seq.
+		advanceHeads: x(`UPDATE {s}.heads h SET appended = h.appended + u.n, last_seq = greatest(h.last_seq, u.last)
+FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(service, n, last)
+WHERE h.service = u.service
 RETURNING h.service, h.last_seq`),
 
 		// claim grants the lease to owner $2 for $3 microseconds, on the
@@ -116,10 +103,14 @@ WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0`),
 		// page reads queued items of service $1 in Seq order, after $3 or,
 		// when $3 is NULL, after the bound ones of the epoch $2.
 		page: x(`SELECT q.seq, it.kind, it.key, it.data
-FROM {s}.queue q JOIN {s}.items it ON it.seq = q.seq
-WHERE q.service = $1 AND q.seq > coalesce($3::bigint,
-	(SELECT bound_seq FROM {s}.services WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0))
-ORDER BY q.seq LIMIT $4`),
+FROM (
+	SELECT seq FROM {s}.queue
+	WHERE service = $1 AND seq > coalesce($3::bigint,
+		(SELECT bound_seq FROM {s}.services WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0))
+	ORDER BY seq LIMIT $4
+) q
+CROSS JOIN LATERAL (SELECT kind, key, data FROM {s}.items WHERE seq = q.seq) it
+ORDER BY q.seq`),
 		// formTxn stores the transaction of items ($4, $5] (first and last
 		// seq) and binds them. Its ID is above the last one and at least
 		// the clock in microseconds.
@@ -134,21 +125,27 @@ UPDATE {s}.services s SET last_txn_id = t.id, bound_seq = $5, taken = s.taken + 
 FROM t WHERE s.service = $1
 RETURNING t.id, t.created`),
 
+		// The statements below reach the queue by ranges of one service's
+		// rows and items by lists of seqs, through their indexes whatever
+		// the planner estimates (LATERAL, = ANY of an array): a backlog's
+		// size never turns them into scans.
 		lockTxnShared: x(`SELECT it.seq FROM {s}.txns t
-JOIN {s}.queue q ON q.service = t.service AND q.seq BETWEEN t.first_seq AND t.last_seq
-JOIN {s}.items it ON it.seq = q.seq
-WHERE t.service = $1 AND t.id = $3 AND it.services IS NOT NULL AND ` + leaseHeld + `
+CROSS JOIN LATERAL (
+	SELECT seq FROM {s}.queue WHERE service = $1 AND seq BETWEEN t.first_seq AND t.last_seq
+) q
+CROSS JOIN LATERAL (SELECT seq FROM {s}.items WHERE seq = q.seq AND services IS NOT NULL) it
+WHERE t.service = $1 AND t.id = $3 AND ` + leaseHeld + `
 ORDER BY it.seq FOR UPDATE OF it`),
 		complete: x(`WITH t AS (
 	DELETE FROM {s}.txns WHERE service = $1 AND id = $3 AND ` + leaseHeld + `
 	RETURNING first_seq, last_seq
 ),
 q AS (
-	DELETE FROM {s}.queue USING t
-	WHERE queue.service = $1 AND queue.seq BETWEEN t.first_seq AND t.last_seq
-	RETURNING queue.seq
+	DELETE FROM {s}.queue
+	WHERE service = $1 AND seq BETWEEN (SELECT first_seq FROM t) AND (SELECT last_seq FROM t)
+	RETURNING seq
 )
-DELETE FROM {s}.items it USING q WHERE it.seq = q.seq AND ` + notShared),
+DELETE FROM {s}.items it WHERE it.seq = ANY (ARRAY(SELECT seq FROM q)) AND ` + notShared),
 
 		lockAllShared: x(`SELECT it.seq FROM {s}.queue q JOIN {s}.items it ON it.seq = q.seq
 WHERE q.service = $1 AND it.services IS NOT NULL AND ` + leaseHeld + `
@@ -163,21 +160,22 @@ q AS (
 	DELETE FROM {s}.queue WHERE service = $1 AND EXISTS (SELECT 1 FROM g) RETURNING seq
 ),
 d AS (
-	DELETE FROM {s}.items it USING q WHERE it.seq = q.seq AND ` + notShared + `
+	DELETE FROM {s}.items it WHERE it.seq = ANY (ARRAY(SELECT seq FROM q)) AND ` + notShared + `
 )
 UPDATE {s}.services s SET taken = s.taken + (SELECT count(*) FROM q, g WHERE q.seq > g.bound_seq)
 WHERE s.service = $1 AND EXISTS (SELECT 1 FROM g)`),
 
 		// One statement, so one snapshot: no Complete can slip between
 		// listing a transaction and reading its items.
-		txns: x(`SELECT t.id, t.format, t.hash, t.created, it.seq, it.kind, it.key, it.data
+		txns: x(`SELECT t.id, t.format, t.hash, t.created, q.seq, it.kind, it.key, it.data
 FROM (SELECT * FROM {s}.txns WHERE service = $1 ORDER BY id LIMIT $2) t
-JOIN {s}.queue q ON q.service = $1 AND q.seq BETWEEN t.first_seq AND t.last_seq
-JOIN {s}.items it ON it.seq = q.seq
+CROSS JOIN LATERAL (
+	SELECT seq FROM {s}.queue WHERE service = $1 AND seq BETWEEN t.first_seq AND t.last_seq
+) q
+CROSS JOIN LATERAL (SELECT kind, key, data FROM {s}.items WHERE seq = q.seq) it
 ORDER BY t.id, q.seq`),
 		backlogs: x(`SELECT s.service, coalesce(t.n, 0), h.appended - s.taken,
-	(SELECT it.created FROM {s}.queue q JOIN {s}.items it ON it.seq = q.seq
-	 WHERE q.service = s.service ORDER BY q.seq LIMIT 1)
+	(SELECT created FROM {s}.items WHERE seq = (SELECT min(seq) FROM {s}.queue WHERE service = s.service))
 FROM {s}.services s
 JOIN {s}.heads h ON h.service = s.service
 LEFT JOIN (SELECT service, count(*) AS n FROM {s}.txns GROUP BY service) t ON t.service = s.service
