@@ -213,28 +213,47 @@ func (s *Store) writeAppend(ctx context.Context, tx pgx.Tx, set *appendSet, r *a
 	return tx.SendBatch(ctx, b).Close()
 }
 
-// ensure creates the services and heads rows of services that this Store
-// has not seen yet, in a transaction of their own: rows are never deleted,
-// so later calls need not lock anything to create them.
-func (s *Store) ensure(ctx context.Context, services []string) error {
-	var missing []string
+// missing returns the services of which this Store has not seen rows in
+// the services and heads tables yet. The rows are never deleted, so a
+// service needs creating once per Store.
+func (s *Store) missing(services []string) []string {
+	var out []string
 	for _, svc := range services {
 		if _, ok := s.known.Load(svc); !ok {
-			missing = append(missing, svc)
+			out = append(out, svc)
 		}
 	}
+	return out
+}
+
+// queueEnsure queues on b the statements that create the rows of services
+// that do not exist yet. Once they have committed, markKnown records them.
+func (s *Store) queueEnsure(b *pgx.Batch, services []string) {
+	b.Queue(s.sql.ensureServices, services)
+	b.Queue(s.sql.ensureHeads, services)
+}
+
+// markKnown records that the rows of services exist.
+func (s *Store) markKnown(services []string) {
+	for _, svc := range services {
+		s.known.Store(svc, struct{}{})
+	}
+}
+
+// ensure creates the rows of services that this Store has not seen yet,
+// in a transaction of their own, so that later calls need not lock
+// anything to create them.
+func (s *Store) ensure(ctx context.Context, services []string) error {
+	missing := s.missing(services)
 	if len(missing) == 0 {
 		return nil
 	}
 	b := &pgx.Batch{}
-	b.Queue(s.sql.ensureServices, missing)
-	b.Queue(s.sql.ensureHeads, missing)
+	s.queueEnsure(b, missing)
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("creating the rows of services: %w", err)
 	}
-	for _, svc := range missing {
-		s.known.Store(svc, struct{}{})
-	}
+	s.markKnown(missing)
 	return nil
 }
 

@@ -202,11 +202,14 @@ func (s *Store) forwardOnce(ctx context.Context) (int, error) {
 		created = append(created, r.created)
 	}
 	set := newAppendSet(entries, created)
+	var missing []string
 	if len(set.entries) > 0 {
-		if err := s.ensure(ctx, set.services); err != nil {
-			return 0, err
-		}
+		// In this transaction, not on another connection of the pool,
+		// which may have no other to give.
 		b := &pgx.Batch{}
+		if missing = s.missing(set.services); len(missing) > 0 {
+			s.queueEnsure(b, missing)
+		}
 		reads := s.queueLocks(b, set)
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return 0, err
@@ -218,6 +221,7 @@ func (s *Store) forwardOnce(ctx context.Context) (int, error) {
 	if err := tx.Commit(ctx); err != nil {
 		return 0, err
 	}
+	s.markKnown(missing)
 	s.watch.deliver(work(set.services))
 	return len(taken), nil
 }

@@ -265,3 +265,16 @@ func TestAppendTxHeldOpenStallsNothing(t *testing.T) {
 	}
 	require.Equal(t, 51, queued(t, owner, "b"), "items for b: 50 appended and one held")
 }
+
+// TestAppendTxForwardsWithOneConnection: the forwarder creates the rows
+// of a service it has not seen on its own connection, so a store with a
+// pool of one still forwards.
+func TestAppendTxForwardsWithOneConnection(t *testing.T) {
+	s := openStore(t, newSchema(t), Options{MaxConns: 1})
+	conn := callerConn(t)
+	tx, err := conn.Begin(t.Context())
+	require.NoError(t, err)
+	require.NoError(t, s.AppendTx(t.Context(), tx, []store.Entry{entry("$1", "one", "new")}))
+	require.NoError(t, tx.Commit(t.Context()))
+	eventually(t, "the row is forwarded", func() bool { return queued(t, s, "new") == 1 })
+}
