@@ -138,8 +138,14 @@ func (s *Store) queueLocks(b *pgx.Batch, set *appendSet) *appendReads {
 // notifies the other Stores, which hear of it when tx commits. Entries get
 // Seqs in their order.
 func (s *Store) writeAppend(ctx context.Context, tx pgx.Tx, set *appendSet, r *appendReads) error {
+	if len(r.seqs) < len(set.entries) {
+		return fmt.Errorf("drew %d Seq values for %d entries", len(r.seqs), len(set.entries))
+	}
 	skip := make([]bool, len(set.pairs))
 	for _, n := range r.pending {
+		if n < 0 || int(n) >= len(skip) {
+			return fmt.Errorf("the pending-key lookup returned pair %d of %d", n, len(skip))
+		}
 		skip[n] = true
 	}
 	wanted := make([][]string, len(set.entries))
