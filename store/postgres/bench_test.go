@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/asdeliver/scheduler/store"
+	"github.com/asdeliver/scheduler/store/storetest"
 )
 
 // benchData is the Data of a benchmark event: about the size of a small
@@ -119,94 +120,13 @@ func BenchmarkNextTxnComplete(b *testing.B) {
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
 }
 
-// BenchmarkConcurrent runs the store as the scheduler does: one goroutine
-// appends batches of 100 events, each batch for the next service in turn,
-// while one goroutine per service forms transactions of up to 100 events
-// and completes them. The appender keeps at most 1,000 undelivered events
-// per service. One iteration is one batch; the figure is events delivered
-// per second, until the last one is completed.
+// BenchmarkConcurrent runs the store as the scheduler does: one appender
+// and one consumer per service (see storetest.BenchConcurrent).
 func BenchmarkConcurrent(b *testing.B) {
 	for _, n := range []int{1, 10} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
-			benchConcurrent(b, n)
+			s := openStore(b, newSchema(b), Options{MaxConns: int32(n + 2)})
+			storetest.BenchConcurrent(b, s, n, func(int) []byte { return benchData })
 		})
 	}
-}
-
-func benchConcurrent(b *testing.B, n int) {
-	s := openStore(b, newSchema(b), Options{MaxConns: int32(n + 2)})
-	ctx := context.Background()
-	services := make([]string, n)
-	for i := range services {
-		services[i] = fmt.Sprintf("as%d", i)
-	}
-
-	var (
-		mu          sync.Mutex
-		changed     = sync.NewCond(&mu)
-		undelivered = make([]int, n) // appended, not yet completed
-		appending   = true
-	)
-	lim := store.Limits{MaxItems: 100, MaxBytes: 1 << 20}
-	var consumers sync.WaitGroup
-	for k, svc := range services {
-		e, err := s.Claim(ctx, svc, "bench", time.Hour)
-		require.NoError(b, err)
-		consumers.Go(func() {
-			for {
-				txn, err := s.NextTxn(ctx, svc, e, 1, lim)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				mu.Lock()
-				if txn == nil {
-					if !appending && undelivered[k] == 0 {
-						mu.Unlock()
-						return
-					}
-					if undelivered[k] == 0 {
-						changed.Wait() // for the appender
-					}
-					mu.Unlock()
-					continue
-				}
-				mu.Unlock()
-				if err := s.Complete(ctx, svc, e, txn.ID); err != nil {
-					b.Error(err)
-					return
-				}
-				mu.Lock()
-				undelivered[k] -= len(txn.Items)
-				changed.Broadcast()
-				mu.Unlock()
-			}
-		})
-	}
-
-	const batch, maxUndelivered = 100, 1000
-	next := 0
-	start := time.Now()
-	for i := 0; b.Loop(); i++ {
-		k := i % n
-		mu.Lock()
-		for undelivered[k]+batch > maxUndelivered {
-			changed.Wait()
-		}
-		mu.Unlock()
-		if err := s.Append(ctx, events(next, batch, services[k])); err != nil {
-			b.Fatal(err)
-		}
-		next += batch
-		mu.Lock()
-		undelivered[k] += batch
-		changed.Broadcast()
-		mu.Unlock()
-	}
-	mu.Lock()
-	appending = false
-	changed.Broadcast()
-	mu.Unlock()
-	consumers.Wait()
-	b.ReportMetric(float64(next)/time.Since(start).Seconds(), "events/s")
 }
