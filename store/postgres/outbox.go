@@ -49,11 +49,8 @@ const forwardBatch = 1000
 // a connection to the Store's database; it is used, not committed.
 func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, entries []store.Entry) error {
 	const op = "appending entries in the caller's transaction"
-	if err := s.checkOutbox(ctx, op, entries); err != nil {
+	if err := s.checkOutbox(ctx, op, tx == nil, entries); err != nil {
 		return err
-	}
-	if tx == nil {
-		return invalid(op, "nil transaction")
 	}
 	for chunk := range slices.Chunk(entries, outboxChunk) {
 		n := len(chunk)
@@ -73,11 +70,8 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, entries []store.Entry) 
 // parameters only.
 func (s *Store) AppendSQLTx(ctx context.Context, tx *sql.Tx, entries []store.Entry) error {
 	const op = "appending entries in the caller's transaction"
-	if err := s.checkOutbox(ctx, op, entries); err != nil {
+	if err := s.checkOutbox(ctx, op, tx == nil, entries); err != nil {
 		return err
-	}
-	if tx == nil {
-		return invalid(op, "nil transaction")
 	}
 	for chunk := range slices.Chunk(entries, outboxChunk) {
 		args := make([]any, 0, 2+5*len(chunk))
@@ -93,10 +87,13 @@ func (s *Store) AppendSQLTx(ctx context.Context, tx *sql.Tx, entries []store.Ent
 }
 
 // checkOutbox returns the error AppendTx and AppendSQLTx must fail with
-// before they write.
-func (s *Store) checkOutbox(ctx context.Context, op string, entries []store.Entry) error {
+// before they write: noTx says their transaction is nil.
+func (s *Store) checkOutbox(ctx context.Context, op string, noTx bool, entries []store.Entry) error {
 	if err := s.enter(ctx, op); err != nil {
 		return err
+	}
+	if noTx {
+		return invalid(op, "nil transaction")
 	}
 	return checkEntries(op, entries)
 }
