@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/asdeliver/scheduler/store"
+	"github.com/asdeliver/scheduler/store/storetest"
 )
 
 func BenchmarkAppend(b *testing.B) {
@@ -87,78 +87,7 @@ func BenchmarkConcurrent(b *testing.B) {
 
 func benchConcurrent(b *testing.B, n int) {
 	s := openStore(b, dbPath(b), Options{})
-	ctx := context.Background()
-	services := make([]string, n)
-	for i := range services {
-		services[i] = fmt.Sprintf("as%d", i)
-	}
-
-	var (
-		mu          sync.Mutex
-		changed     = sync.NewCond(&mu)
-		undelivered = make([]int, n) // appended, not yet completed
-		appending   = true
-	)
-	lim := store.Limits{MaxItems: 100, MaxBytes: 1 << 20}
-	var consumers sync.WaitGroup
-	for k, svc := range services {
-		e, err := s.Claim(ctx, svc, "bench", time.Hour)
-		require.NoError(b, err)
-		consumers.Go(func() {
-			for {
-				txn, err := s.NextTxn(ctx, svc, e, 1, lim)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				mu.Lock()
-				if txn == nil {
-					if !appending && undelivered[k] == 0 {
-						mu.Unlock()
-						return
-					}
-					if undelivered[k] == 0 {
-						changed.Wait() // for the appender
-					}
-					mu.Unlock()
-					continue
-				}
-				mu.Unlock()
-				if err := s.Complete(ctx, svc, e, txn.ID); err != nil {
-					b.Error(err)
-					return
-				}
-				mu.Lock()
-				undelivered[k] -= len(txn.Items)
-				changed.Broadcast()
-				mu.Unlock()
-			}
-		})
-	}
-
-	const batch, maxUndelivered = 100, 1000
-	next := 0
-	start := time.Now()
-	for i := 0; b.Loop(); i++ {
-		k := i % n
-		mu.Lock()
-		for undelivered[k]+batch > maxUndelivered {
-			changed.Wait()
-		}
-		mu.Unlock()
-		appendEvents(b, s, next, batch, batch, services[k])
-		next += batch
-		mu.Lock()
-		undelivered[k] += batch
-		changed.Broadcast()
-		mu.Unlock()
-	}
-	mu.Lock()
-	appending = false
-	changed.Broadcast()
-	mu.Unlock()
-	consumers.Wait()
-	b.ReportMetric(float64(next)/time.Since(start).Seconds(), "events/s")
+	storetest.BenchConcurrent(b, s, n, eventData)
 	s.w.mu.Lock()
 	b.ReportMetric(float64(s.w.calls)/float64(s.w.commits), "calls/commit")
 	s.w.mu.Unlock()

@@ -1,0 +1,653 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// checkEntries returns an error matching store.ErrInvalid for the first
+// entry that Append must refuse.
+func checkEntries(op string, entries []store.Entry) error {
+	for i, e := range entries {
+		if len(e.Services) == 0 {
+			return invalid(op, "entry %d has no services: list at least one", i)
+		}
+		for _, svc := range e.Services {
+			if err := checkName(op, fmt.Sprintf("service ID in entry %d", i), svc); err != nil {
+				return err
+			}
+		}
+		if len(e.Data) == 0 {
+			return invalid(op, "entry %d has no data", i)
+		}
+	}
+	return nil
+}
+
+// pendingKey is what Append deduplicates on.
+type pendingKey struct {
+	service string
+	kind    store.Kind
+	key     string
+}
+
+// appendSet is the entries of one call, checked and deduplicated within
+// the call: the entries still wanted, and one pair per entry and service
+// that wants it, in the entries' order.
+type appendSet struct {
+	entries  []store.Entry
+	created  []time.Time // one per entry, or nil: now()
+	pairs    []pair
+	services []string // the distinct services, sorted
+}
+
+// pair is one entry queued for one service.
+type pair struct {
+	entry   int // index in appendSet.entries
+	service string
+}
+
+// newAppendSet drops, from checked entries, a service listed twice in one
+// entry and a (service, kind, key) that an earlier entry of the call
+// already queues, and then the entries that no service wants any more.
+// created, if not nil, holds each entry's append time.
+func newAppendSet(entries []store.Entry, created []time.Time) *appendSet {
+	set := &appendSet{}
+	seen := make(map[pendingKey]struct{})
+	distinct := make(map[string]struct{})
+	for i, e := range entries {
+		kept := false
+		for j, svc := range e.Services {
+			if slices.Contains(e.Services[:j], svc) {
+				continue
+			}
+			if e.Key != "" {
+				k := pendingKey{svc, e.Kind, e.Key}
+				if _, dup := seen[k]; dup {
+					continue
+				}
+				seen[k] = struct{}{}
+			}
+			if !kept {
+				kept = true
+				set.entries = append(set.entries, e)
+				if created != nil {
+					set.created = append(set.created, created[i])
+				}
+			}
+			set.pairs = append(set.pairs, pair{len(set.entries) - 1, svc})
+			distinct[svc] = struct{}{}
+		}
+	}
+	for svc := range distinct {
+		set.services = append(set.services, svc)
+	}
+	slices.Sort(set.services)
+	return set
+}
+
+// appendReads are the answers of the statements queueLocks queues.
+type appendReads struct {
+	pending []int32 // indexes of the pairs whose key is pending already
+	seqs    []int64
+}
+
+// queueLocks queues on b, for set, the first statements of an Append's
+// transaction: lock the heads rows of its services (sorted: LockRows runs
+// above the sort), find the pairs whose key is already pending, and draw
+// one Seq per entry. The heads rows must exist (ensure).
+func (s *Store) queueLocks(b *pgx.Batch, set *appendSet) *appendReads {
+	r := &appendReads{}
+	b.Queue(s.sql.lockHeads, set.services)
+	var (
+		ns    []int32
+		svcs  []string
+		kinds []int16
+		keys  [][]byte
+	)
+	for n, p := range set.pairs {
+		if e := set.entries[p.entry]; e.Key != "" {
+			ns, svcs, kinds, keys = append(ns, int32(n)), append(svcs, p.service), append(kinds, int16(e.Kind)), append(keys, []byte(e.Key))
+		}
+	}
+	if len(ns) > 0 {
+		b.Queue(s.sql.pendingPairs, ns, svcs, kinds, keys).Query(func(rows pgx.Rows) (err error) {
+			r.pending, err = pgx.CollectRows(rows, pgx.RowTo[int32])
+			return err
+		})
+	}
+	b.Queue(s.sql.drawSeqs, len(set.entries)).Query(func(rows pgx.Rows) (err error) {
+		r.seqs, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		slices.Sort(r.seqs) // nextval's order within a statement is not the rows' order
+		return err
+	})
+	return r
+}
+
+// writeAppend writes, in tx, which holds the locks of queueLocks and r,
+// the items of set and their queue rows, except the pairs already pending
+// and the entries left without pairs, counts them in the heads rows and
+// notifies the other Stores, which hear of it when tx commits. Entries get
+// Seqs in their order.
+func (s *Store) writeAppend(ctx context.Context, tx pgx.Tx, set *appendSet, r *appendReads) error {
+	if len(r.seqs) < len(set.entries) {
+		return fmt.Errorf("drew %d Seq values for %d entries", len(r.seqs), len(set.entries))
+	}
+	skip := make([]bool, len(set.pairs))
+	for _, n := range r.pending {
+		if n < 0 || int(n) >= len(skip) {
+			return fmt.Errorf("the pending-key lookup returned pair %d of %d", n, len(skip))
+		}
+		skip[n] = true
+	}
+	wanted := make([][]string, len(set.entries))
+	for n, p := range set.pairs {
+		if !skip[n] {
+			wanted[p.entry] = append(wanted[p.entry], p.service)
+		}
+	}
+	var (
+		seqs    []int64
+		kinds   []int16
+		keys    [][]byte
+		datas   [][]byte
+		created []time.Time
+		lo, hi  []int32
+		shared  []string
+		qSvcs   []string
+		qSeqs   []int64
+		counts  = make(map[string]int64)
+		last    = make(map[string]int64)
+	)
+	next := 0
+	for i, e := range set.entries {
+		if len(wanted[i]) == 0 {
+			continue
+		}
+		seq := r.seqs[next]
+		next++
+		seqs, kinds, keys, datas = append(seqs, seq), append(kinds, int16(e.Kind)), append(keys, []byte(e.Key)), append(datas, e.Data)
+		if set.created != nil {
+			created = append(created, set.created[i])
+		}
+		if len(wanted[i]) > 1 {
+			lo, hi = append(lo, int32(len(shared)+1)), append(hi, int32(len(shared)+len(wanted[i])))
+			shared = append(shared, wanted[i]...)
+		} else {
+			lo, hi = append(lo, 0), append(hi, 0)
+		}
+		for _, svc := range wanted[i] {
+			qSvcs, qSeqs = append(qSvcs, svc), append(qSeqs, seq)
+			counts[svc]++
+			last[svc] = seq
+		}
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	if created == nil {
+		created = []time.Time{} // unnest pads it with NULL: now()
+	}
+	var hSvcs []string
+	var hCounts, hLast []int64
+	for _, svc := range set.services {
+		if counts[svc] > 0 {
+			hSvcs, hCounts, hLast = append(hSvcs, svc), append(hCounts, counts[svc]), append(hLast, last[svc])
+		}
+	}
+	b := &pgx.Batch{}
+	b.Queue(s.sql.insertItems, seqs, kinds, keys, datas, created, lo, hi, shared)
+	b.Queue(s.sql.insertQueue, qSvcs, qSeqs)
+	b.Queue(s.sql.advanceHeads, hSvcs, hCounts, hLast).Query(func(rows pgx.Rows) error {
+		var service string
+		var lastSeq int64
+		_, err := pgx.ForEachRow(rows, []any{&service, &lastSeq}, func() error {
+			s.watch.appended(service, lastSeq)
+			return nil
+		})
+		return err
+	})
+	b.Queue(s.sql.notify, s.channel, s.workNotice(hSvcs))
+	return tx.SendBatch(ctx, b).Close()
+}
+
+// missing returns the services of which this Store has not seen rows in
+// the services and heads tables yet. The rows are never deleted, so a
+// service needs creating once per Store.
+func (s *Store) missing(services []string) []string {
+	var out []string
+	for _, svc := range services {
+		if _, ok := s.known.Load(svc); !ok {
+			out = append(out, svc)
+		}
+	}
+	return out
+}
+
+// queueEnsure queues on b the statements that create the rows of services
+// that do not exist yet. Once they have committed, markKnown records them.
+func (s *Store) queueEnsure(b *pgx.Batch, services []string) {
+	b.Queue(s.sql.ensureServices, services)
+	b.Queue(s.sql.ensureHeads, services)
+}
+
+// markKnown records that the rows of services exist.
+func (s *Store) markKnown(services []string) {
+	for _, svc := range services {
+		s.known.Store(svc, struct{}{})
+	}
+}
+
+// ensure creates the rows of services that this Store has not seen yet,
+// in a transaction of their own, so that later calls need not lock
+// anything to create them.
+func (s *Store) ensure(ctx context.Context, services []string) error {
+	missing := s.missing(services)
+	if len(missing) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	s.queueEnsure(b, missing)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("creating the rows of services: %w", err)
+	}
+	s.markKnown(missing)
+	return nil
+}
+
+// Append stores the entries, as store.Store documents, in one database
+// transaction. It checks every entry before it changes anything, so an
+// invalid entry stores nothing. The Seq field of the entries is ignored;
+// a service listed twice in one entry is queued once. Service IDs must be
+// UTF-8 without NUL bytes (PostgreSQL text); keys and data may hold any
+// bytes.
+//
+// Append locks the heads rows of the entries' services until it commits
+// (see the package doc), so Appends that share a service commit one after
+// the other. It notifies the other Stores of the schema in the same
+// commit.
+func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
+	const op = "appending entries"
+	if err := s.enter(ctx, op); err != nil {
+		return err
+	}
+	if err := checkEntries(op, entries); err != nil {
+		return err
+	}
+	set := newAppendSet(entries, nil)
+	if len(set.entries) == 0 {
+		return nil
+	}
+	if err := s.ensure(ctx, set.services); err != nil {
+		return s.fail(op, err)
+	}
+	// Round trips: begin, lock and read; write; commit.
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	reads := s.queueLocks(b, set)
+	br := s.pool.SendBatch(ctx, b)
+	tx := br.Tx()
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a no-op after Commit
+	if err := br.Close(); err != nil {
+		return s.fail(op, err)
+	}
+	if err := s.writeAppend(ctx, tx, set, reads); err != nil {
+		return s.fail(op, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return s.fail(op, err)
+	}
+	return nil
+}
+
+// micros returns d in whole microseconds, rounded up.
+func micros(d time.Duration) int64 {
+	return int64((d + time.Microsecond - 1) / time.Microsecond)
+}
+
+// Claim grants owner the lease on service, as store.Store documents, with
+// its expiry on the database's clock. A claim by the holder after its
+// lease expired counts as a new grant and gets a new epoch, as does a
+// claim after Release.
+func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Duration) (store.Epoch, error) {
+	const op = "claiming lease"
+	if err := s.enter(ctx, op); err != nil {
+		return 0, err
+	}
+	if err := checkName(op, "service ID", service); err != nil {
+		return 0, err
+	}
+	if err := checkName(op, "owner", owner); err != nil {
+		return 0, err
+	}
+	if ttl <= 0 {
+		return 0, invalid(op, "ttl %v is not positive", ttl)
+	}
+	if err := s.ensure(ctx, []string{service}); err != nil {
+		return 0, s.fail(op, err)
+	}
+	var epoch int64
+	err := s.pool.QueryRow(ctx, s.sql.claim, service, owner, micros(ttl)).Scan(&epoch)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, fmt.Errorf("postgres: %s: service %q: %w", op, service, store.ErrLeaseHeld)
+	case err != nil:
+		return 0, s.fail(op, err)
+	}
+	return store.Epoch(epoch), nil
+}
+
+// Release frees the lease on service, as store.Store documents. An epoch
+// whose lease expired is still current until another owner claims the
+// service, so its holder may release it.
+func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) error {
+	const op = "releasing lease"
+	if err := s.enterService(ctx, op, service); err != nil {
+		return err
+	}
+	tag, err := s.pool.Exec(ctx, s.sql.release, service, int64(epoch))
+	if err != nil {
+		return s.fail(op, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return stale(op, service, epoch)
+	}
+	return nil
+}
+
+// enterService is enter for a method that names a service.
+func (s *Store) enterService(ctx context.Context, op, service string) error {
+	if err := s.enter(ctx, op); err != nil {
+		return err
+	}
+	return checkName(op, "service ID", service)
+}
+
+// checkLimits returns an error matching store.ErrInvalid for limits that
+// NextTxn refuses.
+func checkLimits(op string, lim store.Limits) error {
+	if lim.MaxItems <= 0 {
+		return invalid(op, "Limits.MaxItems is %d: pass at least 1", lim.MaxItems)
+	}
+	if lim.MaxBytes <= 0 {
+		return invalid(op, "Limits.MaxBytes is %d: pass at least 1", lim.MaxBytes)
+	}
+	for k, n := range lim.MaxItemsByKind {
+		if n <= 0 {
+			return invalid(op, "Limits.MaxItemsByKind[%d] is %d: pass at least 1", k, n)
+		}
+	}
+	return nil
+}
+
+// maxPage caps the rows NextTxn reads at once.
+const maxPage = 1000
+
+// pageSize returns how many queued rows NextTxn reads at once under lim:
+// one more than the largest limit of a kind, so that a queue of one kind
+// is read once, at the cost of one row too many.
+func pageSize(lim store.Limits) int {
+	n := lim.MaxItems
+	for _, m := range lim.MaxItemsByKind {
+		n = max(n, m)
+	}
+	return min(n, maxPage-1) + 1
+}
+
+// former takes the items of a transaction from pages of the queue, in
+// order, until the first that does not fit the limits.
+type former struct {
+	lim     store.Limits
+	items   []store.Item
+	size    int
+	perKind [256]int // Kind is a uint8
+	full    bool     // an item did not fit: the transaction is complete
+	rows    int      // rows read from the last page
+	last    int64    // seq of the last row read
+}
+
+// add reads one page of rows (seq, kind, key, data) into the transaction.
+func (f *former) add(rows pgx.Rows) error {
+	f.rows = 0
+	for rows.Next() {
+		f.rows++
+		if f.full {
+			continue
+		}
+		var it store.Item
+		var kind int16
+		var key []byte
+		if err := rows.Scan(&it.Seq, &kind, &key, &it.Data); err != nil {
+			return err
+		}
+		it.Kind, it.Key = store.Kind(kind), string(key)
+		if f.perKind[it.Kind] == f.lim.MaxFor(it.Kind) || (len(f.items) > 0 && f.size+len(it.Data) > f.lim.MaxBytes) {
+			f.full = true
+			continue
+		}
+		f.perKind[it.Kind]++
+		f.size += len(it.Data)
+		f.items = append(f.items, it)
+		f.last = it.Seq
+	}
+	return rows.Err()
+}
+
+// NextTxn forms the next transaction of service, as store.Store documents,
+// in one database transaction that holds the lease row locked (FOR
+// UPDATE) from the epoch check to the commit. An epoch whose lease expired
+// stays current until another owner claims the service.
+func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
+	const op = "forming transaction"
+	if err := s.enterService(ctx, op, service); err != nil {
+		return nil, err
+	}
+	if err := checkLimits(op, lim); err != nil {
+		return nil, err
+	}
+	txn, err := s.nextTxn(ctx, service, epoch, format, lim)
+	switch {
+	case errors.Is(err, store.ErrStaleEpoch):
+		return nil, stale(op, service, epoch)
+	case err != nil:
+		return nil, s.fail(op, err)
+	}
+	return txn, nil
+}
+
+func (s *Store) nextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
+	page := pageSize(lim)
+	f := &former{lim: lim}
+	var current, bound int64
+
+	// One round trip: begin, lock the lease row, read the first page.
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	b.Queue(s.sql.lockLease, service).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&current, &bound)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // never claimed: current stays 0
+		}
+		return err
+	})
+	b.Queue(s.sql.page, service, int64(epoch), nil, page).Query(f.add)
+	br := s.pool.SendBatch(ctx, b)
+	tx := br.Tx()
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a no-op after Commit
+	if err := br.Close(); err != nil {
+		return nil, err
+	}
+	if epoch == 0 || int64(epoch) != current {
+		return nil, store.ErrStaleEpoch
+	}
+	for !f.full && f.rows == page {
+		rows, err := tx.Query(ctx, s.sql.page, service, int64(epoch), f.last, page)
+		if err != nil {
+			return nil, err
+		}
+		err = f.add(rows)
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(f.items) == 0 {
+		return nil, nil
+	}
+
+	t := &store.Txn{
+		Service: service,
+		Format:  format,
+		Hash:    store.HashItems(f.items),
+		Items:   f.items,
+	}
+	first, last := f.items[0].Seq, f.items[len(f.items)-1].Seq
+	err := tx.QueryRow(ctx, s.sql.formTxn, service, int64(format), t.Hash, first, last, int64(len(f.items))).
+		Scan(&t.ID, &t.Created)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Txns lists stored transactions of service, as store.Store documents,
+// reading them and their items in one statement.
+func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Txn, error) {
+	const op = "listing transactions"
+	if err := s.enterService(ctx, op, service); err != nil {
+		return nil, err
+	}
+	var lim *int64
+	if limit > 0 {
+		l := int64(limit)
+		lim = &l
+	}
+	rows, err := s.pool.Query(ctx, s.sql.txns, service, lim)
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	var (
+		out     []store.Txn
+		id      int64
+		format  int64
+		hash    []byte
+		created time.Time
+		it      store.Item
+		kind    int16
+		key     []byte
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &format, &hash, &created, &it.Seq, &kind, &key, &it.Data}, func() error {
+		if len(out) == 0 || out[len(out)-1].ID != id {
+			out = append(out, store.Txn{Service: service, ID: id, Format: int(format), Hash: hash, Created: created})
+		}
+		t := &out[len(out)-1]
+		it.Kind, it.Key = store.Kind(kind), string(key)
+		t.Items = append(t.Items, it) // Scan gives every row slices of its own
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	return out, nil
+}
+
+// Complete deletes a stored transaction, as store.Store documents. It
+// holds the lease row locked (FOR SHARE) while it checks the epoch and
+// deletes, and locks the transaction's shared items, in Seq order, before
+// it decides whether another service still needs them.
+func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
+	const op = "completing transaction"
+	if err := s.enterService(ctx, op, service); err != nil {
+		return err
+	}
+	var current int64
+	b := &pgx.Batch{}
+	b.Queue(s.sql.shareLease, service).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&current)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	b.Queue(s.sql.lockTxnShared, service, int64(epoch), id)
+	b.Queue(s.sql.complete, service, int64(epoch), id)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return s.fail(op, err)
+	}
+	if epoch == 0 || int64(epoch) != current {
+		return stale(op, service, epoch)
+	}
+	return nil
+}
+
+// Backlogs reports the services with pending work, as store.Store
+// documents, from one statement: the queued count is kept in counters, so
+// it costs the same whatever the backlog.
+func (s *Store) Backlogs(ctx context.Context) ([]store.Backlog, error) {
+	const op = "listing backlogs"
+	if err := s.enter(ctx, op); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, s.sql.backlogs)
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	var (
+		out    []store.Backlog
+		b      store.Backlog
+		txns   int64
+		queued int64
+		oldest *time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&b.Service, &txns, &queued, &oldest}, func() error {
+		b.Txns, b.Queued, b.Oldest = int(txns), int(queued), time.Time{}
+		if oldest != nil {
+			b.Oldest = *oldest
+		}
+		out = append(out, b)
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	slices.SortFunc(out, func(a, b store.Backlog) int { return strings.Compare(a.Service, b.Service) })
+	return out, nil
+}
+
+// Purge deletes everything pending for service, as store.Store documents,
+// under the lease row's lock (FOR UPDATE). It keeps the service's lease.
+func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) error {
+	const op = "purging service"
+	if err := s.enterService(ctx, op, service); err != nil {
+		return err
+	}
+	var current, bound int64
+	b := &pgx.Batch{}
+	b.Queue(s.sql.lockLease, service).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&current, &bound)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	b.Queue(s.sql.lockAllShared, service, int64(epoch))
+	b.Queue(s.sql.purge, service, int64(epoch))
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return s.fail(op, err)
+	}
+	if epoch == 0 || int64(epoch) != current {
+		return stale(op, service, epoch)
+	}
+	return nil
+}

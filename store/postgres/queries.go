@@ -1,0 +1,215 @@
+package postgres
+
+// queries holds the store's SQL with the schema name filled in. Each
+// statement's comment says what it relies on; the package doc says why.
+type queries struct {
+	ensureServices, ensureHeads string
+	lockHeads, pendingPairs     string
+	drawSeqs, insertItems       string
+	insertQueue, advanceHeads   string
+	claim, release              string
+	lockLease, shareLease       string
+	page, formTxn               string
+	lockTxnShared, complete     string
+	lockAllShared, purge        string
+	txns, backlogs              string
+	pendingServices             string
+	notify, serviceUp           string
+	serviceUpNotify             string
+	heads                       string
+	outboxInsert, outboxTake    string
+	outboxAny                   string
+}
+
+// leaseHeld is the guard that makes a statement a no-op unless $2 is the
+// current lease epoch of service $1. Statements that use it run after the
+// lease row was locked in the same transaction, so it sees the same epoch
+// as the lock did.
+const leaseHeld = `EXISTS (SELECT 1 FROM {s}.services WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0)`
+
+// notShared is the condition under which an item whose queue row of
+// service $1 has been deleted may be deleted too: it was queued for one
+// service only, or no other of its services still has a row for it. The
+// statement that uses it runs after the shared items were locked, so it
+// sees the deletes of a concurrent Complete or Purge of another service
+// that locked them first.
+const notShared = `(it.services IS NULL OR NOT EXISTS (
+	SELECT 1 FROM {s}.queue o WHERE o.service = ANY (it.services) AND o.service <> $1 AND o.seq = it.seq))`
+
+func newQueries(schema string) queries {
+	x := func(sql string) string { return expand(schema, sql) }
+	return queries{
+		// Rows are created in sorted order, services before heads, so two
+		// calls that create the same new services never deadlock.
+		ensureServices: x(`INSERT INTO {s}.services (service)
+SELECT service FROM unnest($1::text[]) AS n(service) ORDER BY service COLLATE "C"
+ON CONFLICT DO NOTHING`),
+		ensureHeads: x(`INSERT INTO {s}.heads (service)
+SELECT service FROM unnest($1::text[]) AS n(service) ORDER BY service COLLATE "C"
+ON CONFLICT DO NOTHING`),
+
+		// The locks that order Appends, taken in sorted order (LockRows
+		// runs above the sort) and held until commit.
+		lockHeads: x(`SELECT 1 FROM {s}.heads WHERE service = ANY ($1::text[])
+ORDER BY service COLLATE "C" FOR NO KEY UPDATE`),
+
+		// pendingPairs returns the pairs (number $1, service $2, kind $3,
+		// key $4) whose kind and key are pending for the service: one
+		// lookup per pair through the key index (LATERAL keeps it so), so
+		// that its cost follows the call, not the backlog.
+		pendingPairs: x(`SELECT p.n FROM unnest($1::integer[], $2::text[], $3::smallint[], $4::bytea[]) AS p(n, service, kind, key)
+CROSS JOIN LATERAL (
+	SELECT 1 FROM {s}.items it JOIN {s}.queue q ON q.seq = it.seq AND q.service = p.service
+	WHERE it.key = p.key AND it.key <> '' AND it.kind = p.kind
+	LIMIT 1
+) hit`),
+		// drawSeqs draws $1 values of items_seq; the caller sorts them.
+		drawSeqs: x(`SELECT nextval('{s}.items_seq') FROM generate_series(1, $1::integer)`),
+		// insertItems stores items. An item queued for several services
+		// gets their IDs as the slice [$6, $7] of $8 (1-based bounds; an
+		// empty slice for an item of one service).
+		insertItems: x(`INSERT INTO {s}.items (seq, kind, key, data, created, services)
+SELECT u.seq, u.kind, u.key, u.data, coalesce(u.created, now()), CASE WHEN u.hi > u.lo THEN ($8::text[])[u.lo:u.hi] END
+FROM unnest($1::bigint[], $2::smallint[], $3::bytea[], $4::bytea[], $5::timestamptz[], $6::integer[], $7::integer[])
+	AS u(seq, kind, key, data, created, lo, hi)`),
+		insertQueue: x(`INSERT INTO {s}.queue (service, seq) SELECT * FROM unnest($1::text[], $2::bigint[])`),
+		// advanceHeads counts what an Append queued and returns each
+		// service's new last_seq.
+		advanceHeads: x(`UPDATE {s}.heads h SET appended = h.appended + u.n, last_seq = greatest(h.last_seq, u.last)
+FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(service, n, last)
+WHERE h.service = u.service
+RETURNING h.service, h.last_seq`),
+
+		// claim grants the lease to owner $2 for $3 microseconds, on the
+		// database's clock, if it is free, expired or already $2's: the
+		// holder keeps its epoch, anyone else gets max_epoch + 1. The
+		// UPDATE locks the row, so concurrent claims queue, and each
+		// re-checks the condition on the row the one before left.
+		claim: x(`UPDATE {s}.services SET
+	lease_epoch = CASE WHEN lease_epoch <> 0 AND lease_owner = $2 AND lease_expires > clock_timestamp()
+		THEN lease_epoch ELSE max_epoch + 1 END,
+	max_epoch = CASE WHEN lease_epoch <> 0 AND lease_owner = $2 AND lease_expires > clock_timestamp()
+		THEN max_epoch ELSE max_epoch + 1 END,
+	lease_owner = $2,
+	lease_expires = clock_timestamp() + $3::bigint * interval '1 microsecond'
+WHERE service = $1 AND (lease_epoch = 0 OR lease_expires <= clock_timestamp() OR lease_owner = $2)
+RETURNING lease_epoch`),
+		release: x(`UPDATE {s}.services SET lease_owner = '', lease_epoch = 0, lease_expires = NULL
+WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0`),
+
+		lockLease:  x(`SELECT lease_epoch, bound_seq FROM {s}.services WHERE service = $1 FOR UPDATE`),
+		shareLease: x(`SELECT lease_epoch FROM {s}.services WHERE service = $1 FOR SHARE`),
+
+		// page reads queued items of service $1 in Seq order, after $3 or,
+		// when $3 is NULL, after the bound ones of the epoch $2.
+		page: x(`SELECT q.seq, it.kind, it.key, it.data
+FROM (
+	SELECT seq FROM {s}.queue
+	WHERE service = $1 AND seq > coalesce($3::bigint,
+		(SELECT bound_seq FROM {s}.services WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0))
+	ORDER BY seq LIMIT $4
+) q
+CROSS JOIN LATERAL (SELECT kind, key, data FROM {s}.items WHERE seq = q.seq) it
+ORDER BY q.seq`),
+		// formTxn stores the transaction of items ($4, $5] (first and last
+		// seq) and binds them. Its ID is above the last one and at least
+		// the clock in microseconds.
+		formTxn: x(`WITH t AS (
+	INSERT INTO {s}.txns (service, id, format, hash, created, first_seq, last_seq)
+	SELECT service, greatest(last_txn_id + 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint),
+	       $2, $3, clock_timestamp(), $4, $5
+	FROM {s}.services WHERE service = $1
+	RETURNING id, created
+)
+UPDATE {s}.services s SET last_txn_id = t.id, bound_seq = $5, taken = s.taken + $6
+FROM t WHERE s.service = $1
+RETURNING t.id, t.created`),
+
+		// The statements below reach the queue by ranges of one service's
+		// rows and items by lists of seqs, through their indexes whatever
+		// the planner estimates (LATERAL, = ANY of an array): a backlog's
+		// size never turns them into scans.
+		lockTxnShared: x(`SELECT it.seq FROM {s}.txns t
+CROSS JOIN LATERAL (
+	SELECT seq FROM {s}.queue WHERE service = $1 AND seq BETWEEN t.first_seq AND t.last_seq
+) q
+CROSS JOIN LATERAL (SELECT seq FROM {s}.items WHERE seq = q.seq AND services IS NOT NULL) it
+WHERE t.service = $1 AND t.id = $3 AND ` + leaseHeld + `
+ORDER BY it.seq FOR UPDATE OF it`),
+		complete: x(`WITH t AS (
+	DELETE FROM {s}.txns WHERE service = $1 AND id = $3 AND ` + leaseHeld + `
+	RETURNING first_seq, last_seq
+),
+q AS (
+	DELETE FROM {s}.queue
+	WHERE service = $1 AND seq BETWEEN (SELECT first_seq FROM t) AND (SELECT last_seq FROM t)
+	RETURNING seq
+)
+DELETE FROM {s}.items it WHERE it.seq = ANY (ARRAY(SELECT seq FROM q)) AND ` + notShared),
+
+		lockAllShared: x(`SELECT it.seq FROM {s}.queue q JOIN {s}.items it ON it.seq = q.seq
+WHERE q.service = $1 AND it.services IS NOT NULL AND ` + leaseHeld + `
+ORDER BY it.seq FOR UPDATE OF it`),
+		purge: x(`WITH g AS (
+	SELECT bound_seq FROM {s}.services WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0
+),
+t AS (
+	DELETE FROM {s}.txns WHERE service = $1 AND EXISTS (SELECT 1 FROM g)
+),
+q AS (
+	DELETE FROM {s}.queue WHERE service = $1 AND EXISTS (SELECT 1 FROM g) RETURNING seq
+),
+d AS (
+	DELETE FROM {s}.items it WHERE it.seq = ANY (ARRAY(SELECT seq FROM q)) AND ` + notShared + `
+)
+UPDATE {s}.services s SET taken = s.taken + (SELECT count(*) FROM q, g WHERE q.seq > g.bound_seq)
+WHERE s.service = $1 AND EXISTS (SELECT 1 FROM g)`),
+
+		// One statement, so one snapshot: no Complete can slip between
+		// listing a transaction and reading its items.
+		txns: x(`SELECT t.id, t.format, t.hash, t.created, q.seq, it.kind, it.key, it.data
+FROM (SELECT * FROM {s}.txns WHERE service = $1 ORDER BY id LIMIT $2) t
+CROSS JOIN LATERAL (
+	SELECT seq FROM {s}.queue WHERE service = $1 AND seq BETWEEN t.first_seq AND t.last_seq
+) q
+CROSS JOIN LATERAL (SELECT kind, key, data FROM {s}.items WHERE seq = q.seq) it
+ORDER BY t.id, q.seq`),
+		backlogs: x(`SELECT s.service, coalesce(t.n, 0), h.appended - s.taken,
+	(SELECT created FROM {s}.items WHERE seq = (SELECT min(seq) FROM {s}.queue WHERE service = s.service))
+FROM {s}.services s
+JOIN {s}.heads h ON h.service = s.service
+LEFT JOIN (SELECT service, count(*) AS n FROM {s}.txns GROUP BY service) t ON t.service = s.service
+WHERE t.n > 0 OR h.appended > s.taken`),
+		pendingServices: x(`SELECT s.service FROM {s}.services s JOIN {s}.heads h ON h.service = s.service
+WHERE h.appended > s.taken`),
+
+		notify: `SELECT pg_notify($1, $2)`,
+		// serviceUp counts the call for polling stores, serviceUpNotify
+		// tells the listening ones. Nothing depends on the signal
+		// surviving a crash, so their commit does not wait for the disk.
+		serviceUp:       x(`UPDATE {s}.heads SET up_gen = up_gen + 1 WHERE service = $1 RETURNING up_gen`),
+		serviceUpNotify: `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`,
+		heads:           x(`SELECT service, last_seq, up_gen FROM {s}.heads`),
+
+		// outboxInsert inserts the entries of one AppendTx call, with one
+		// call number from outbox_call and their positions in the call,
+		// and notifies every store when the caller's transaction commits.
+		outboxInsert: x(`WITH c AS (SELECT nextval('{s}.outbox_call') AS call),
+ins AS (
+	INSERT INTO {s}.outbox (call, pos, kind, key, data, services)
+	SELECT c.call, v.pos::integer, v.kind, v.key, v.data, v.services
+	FROM c, unnest($3::smallint[], $4::bytea[], $5::bytea[], $6::text[])
+		WITH ORDINALITY AS v(kind, key, data, services, pos)
+	RETURNING 1
+)
+SELECT pg_notify($1, $2) WHERE EXISTS (SELECT 1 FROM ins)`),
+		outboxAny: x(`SELECT EXISTS (SELECT 1 FROM {s}.outbox)`),
+		// outboxTake takes the oldest outbox rows. The forwarder holds the
+		// schema's advisory lock, so forwarders take rows one after the
+		// other, in order; rows of transactions still open are invisible
+		// and wait for a later round, not skipped.
+		outboxTake: x(`DELETE FROM {s}.outbox WHERE (call, pos) IN (
+	SELECT call, pos FROM {s}.outbox ORDER BY call, pos LIMIT $1 FOR UPDATE)
+RETURNING call, pos, kind, key, data, services, created`),
+	}
+}
