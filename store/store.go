@@ -7,7 +7,8 @@
 // store/storetest can all depend on it without cycles.
 //
 // Implementations: store/memory (tests and throwaway use), store/sqlite (the
-// embedded default). A custom implementation proves itself with
+// embedded default, one process), store/postgres (several processes on one
+// database). A custom implementation proves itself with
 // storetest.Run and storetest.RunReopen.
 package store
 

@@ -347,17 +347,22 @@ func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Durat
 
 // Release frees the lease on service, as store.Store documents. An epoch
 // whose lease expired is still current until another owner claims the
-// service, so its holder may release it.
+// service, so its holder may release it. The release reaches the watchers
+// of the other Stores as SignalWork for the service, so that the process
+// that takes over claims it at once.
 func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) error {
 	const op = "releasing lease"
 	if err := s.enterService(ctx, op, service); err != nil {
 		return err
 	}
-	tag, err := s.pool.Exec(ctx, s.sql.release, service, int64(epoch))
+	// The release is announced as work for the service, so that a process
+	// waiting for the lease claims it at once rather than at its next poll.
+	var released int64
+	err := s.pool.QueryRow(ctx, s.sql.release, service, int64(epoch), s.channel, s.workNotice([]string{service})).Scan(&released)
 	if err != nil {
 		return s.fail(op, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if released == 0 {
 		return stale(op, service, epoch)
 	}
 	return nil

@@ -94,8 +94,9 @@ RETURNING h.service, h.last_seq`),
 	lease_expires = clock_timestamp() + $3::bigint * interval '1 microsecond'
 WHERE service = $1 AND (lease_epoch = 0 OR lease_expires <= clock_timestamp() OR lease_owner = $2)
 RETURNING lease_epoch`),
-		release: x(`UPDATE {s}.services SET lease_owner = '', lease_epoch = 0, lease_expires = NULL
-WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0`),
+		release: x(`WITH r AS (UPDATE {s}.services SET lease_owner = '', lease_epoch = 0, lease_expires = NULL
+WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0 RETURNING service)
+SELECT count(*) FROM (SELECT pg_notify($3, $4) FROM r) n`),
 
 		lockLease:  x(`SELECT lease_epoch, bound_seq FROM {s}.services WHERE service = $1 FOR UPDATE`),
 		shareLease: x(`SELECT lease_epoch FROM {s}.services WHERE service = $1 FOR SHARE`),
