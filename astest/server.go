@@ -35,6 +35,7 @@ type Server struct {
 
 	// Counts, read by Stats without the lock.
 	arrived, finished, failed, txns, events atomic.Int64
+	inFlight, maxInFlight                   atomic.Int64 // transaction PUTs being handled
 
 	mu        sync.Mutex
 	respond   func(Request) Answer // nil: answer 200
@@ -217,6 +218,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if isTxn && !req.Truncated {
 		req.Txn, problems = decodeTxn(body)
+	}
+	if isTxn {
+		defer s.inFlight.Add(-1)
+		for n := s.inFlight.Add(1); ; {
+			top := s.maxInFlight.Load()
+			if n <= top || s.maxInFlight.CompareAndSwap(top, n) {
+				break
+			}
+		}
 	}
 	respond, hang, delay := s.arrive(&req, isTxn, problems)
 
@@ -424,6 +434,10 @@ type Stats struct {
 	Txns int
 	// Events counts the events in those transactions.
 	Events int
+	// MaxInFlight is the most transaction PUTs the server handled at
+	// once. A scheduler sends one at a time per service, so with one
+	// service on the server anything above 1 breaks that promise.
+	MaxInFlight int
 }
 
 // Stats returns the server's counts. It is cheap enough to call in a busy
@@ -435,6 +449,8 @@ func (s *Server) Stats() Stats {
 		Failed:   int(s.failed.Load()),
 		Txns:     int(s.txns.Load()),
 		Events:   int(s.events.Load()),
+
+		MaxInFlight: int(s.maxInFlight.Load()),
 	}
 }
 

@@ -389,3 +389,21 @@ func TestCloseDropsWaitingRequests(t *testing.T) {
 	assert.Equal(t, 0, as.Requests()[0].Status)
 	assert.True(t, bytes.Contains(as.Requests()[0].Body, []byte("$1")))
 }
+
+func TestMaxInFlightCountsOverlappingTransactions(t *testing.T) {
+	as := astest.New(t, "tok")
+	c := newClient(t, as)
+	assert.Equal(t, http.StatusOK, c.put("1", events("$1")))
+	assert.Equal(t, http.StatusOK, c.put("2", events("$2")))
+	assert.Equal(t, 1, as.Stats().MaxInFlight, "one after the other")
+
+	as.Hang()
+	answered := make(chan int, 2)
+	go func() { answered <- c.put("3", events("$3")) }()
+	go func() { answered <- c.put("4", events("$4")) }()
+	require.NoError(t, as.WaitArrived(deadline(t), 4))
+	as.Release()
+	<-answered
+	<-answered
+	assert.Equal(t, 2, as.Stats().MaxInFlight, "two at once")
+}
