@@ -2,18 +2,14 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/asdeliver/scheduler/store"
+	"github.com/asdeliver/scheduler/store/postgres/pgtest"
 	"github.com/asdeliver/scheduler/store/storetest"
 )
 
@@ -21,44 +17,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// dsnEnv names the variable that holds the DSN of the test database.
-const dsnEnv = "ASDELIVER_TEST_POSTGRES"
-
-// testDSN returns the DSN of the test database, or skips t when there is
-// none.
-func testDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv(dsnEnv)
-	if dsn == "" {
-		t.Skipf("%s is not set: set it to the DSN of a PostgreSQL database in which the tests may create schemas, "+
-			"such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run the PostgreSQL store tests", dsnEnv)
-	}
-	return dsn
-}
-
-// admin runs sql on a connection of its own, outside any store.
-func admin(t testing.TB, sql string, args ...any) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, testDSN(t))
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, sql, args...)
-	require.NoError(t, err, sql)
-}
-
-// newSchema returns the name of a schema that no other test uses and
-// drops it, with everything in it, when t ends.
-func newSchema(t testing.TB) string {
-	t.Helper()
-	testDSN(t)
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "asdeliver_test_" + hex.EncodeToString(b[:])
-	t.Cleanup(func() { admin(t, "DROP SCHEMA IF EXISTS "+ident(name)+" CASCADE") })
-	return name
-}
+// testDSN, admin and newSchema give each test a schema of its own.
+func testDSN(t testing.TB) string                 { t.Helper(); return pgtest.DSN(t) }
+func admin(t testing.TB, sql string, args ...any) { t.Helper(); pgtest.Exec(t, sql, args...) }
+func newSchema(t testing.TB) string               { t.Helper(); return pgtest.NewSchema(t) }
 
 // openStore opens a store in schema and closes it when t ends.
 func openStore(t testing.TB, schema string, opts Options) *Store {
