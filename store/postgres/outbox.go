@@ -39,6 +39,9 @@ const forwardBatch = 1000
 // rows into the queues in one transaction of its own, as one Append of all
 // the rows it finds, in commit-visibility order and, within one call,
 // in slice order; only then do they get their Seq and count as pending.
+// An Append called after tx committed forwards them first if no forwarder
+// has yet, so they come before its entries, as they would with two
+// Appends one after the other.
 // The forwarders of a schema take turns (an advisory lock), so rows of
 // one call never overtake each other. Deduplication by Kind and Key
 // applies when the rows are forwarded, against the items pending then and
@@ -139,16 +142,21 @@ type outboxRow struct {
 // forward moves every committed outbox row into the queues. Errors go to
 // the log: the rows stay in the outbox for the next try.
 func (s *Store) forward(ctx context.Context) {
+	if err := s.forwardAll(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("asdeliver postgres store: forwarding the outbox", "error", err)
+	}
+}
+
+// forwardAll moves every outbox row that committed before it was called
+// into the queues, in transactions of forwardBatch rows.
+func (s *Store) forwardAll(ctx context.Context) error {
 	for {
 		n, err := s.forwardOnce(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("asdeliver postgres store: forwarding the outbox", "error", err)
-			}
-			return
+			return err
 		}
 		if n < forwardBatch {
-			return
+			return nil
 		}
 	}
 }
@@ -221,4 +229,37 @@ func (s *Store) forwardOnce(ctx context.Context) (int, error) {
 	s.markKnown(missing)
 	s.watch.deliver(work(set.services))
 	return len(taken), nil
+}
+
+// InTx returns a store.TxAppender that queues entries in tx as AppendTx
+// does: pass it to the scheduler's EnqueueTx, which decides which services
+// want the events before it writes them.
+func (s *Store) InTx(tx pgx.Tx) store.TxAppender { return pgxAppender{s, tx} }
+
+// InSQLTx returns a store.TxAppender that queues entries in tx as
+// AppendSQLTx does: pass it to the scheduler's EnqueueTx.
+func (s *Store) InSQLTx(tx *sql.Tx) store.TxAppender { return sqlAppender{s, tx} }
+
+// pgxAppender is the store.TxAppender of a pgx transaction.
+type pgxAppender struct {
+	s  *Store
+	tx pgx.Tx
+}
+
+func (a pgxAppender) Store() store.Store { return a.s }
+
+func (a pgxAppender) AppendTx(ctx context.Context, entries []store.Entry) error {
+	return a.s.AppendTx(ctx, a.tx, entries)
+}
+
+// sqlAppender is the store.TxAppender of a database/sql transaction.
+type sqlAppender struct {
+	s  *Store
+	tx *sql.Tx
+}
+
+func (a sqlAppender) Store() store.Store { return a.s }
+
+func (a sqlAppender) AppendTx(ctx context.Context, entries []store.Entry) error {
+	return a.s.AppendSQLTx(ctx, a.tx, entries)
 }
