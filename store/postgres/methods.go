@@ -273,7 +273,8 @@ func (s *Store) ensure(ctx context.Context, services []string) error {
 // Append locks the heads rows of the entries' services until it commits
 // (see the package doc), so Appends that share a service commit one after
 // the other. It notifies the other Stores of the schema in the same
-// commit.
+// commit. Outbox rows (AppendTx) that committed before Append was called
+// are forwarded first, so they come before its entries in every queue.
 func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 	const op = "appending entries"
 	if err := s.enter(ctx, op); err != nil {
@@ -289,23 +290,49 @@ func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 	if err := s.ensure(ctx, set.services); err != nil {
 		return s.fail(op, err)
 	}
-	// Round trips: begin, lock and read; write; commit.
+	forwarded := false
+	for {
+		outboxed, err := s.appendOnce(ctx, set, !forwarded)
+		if err != nil {
+			return s.fail(op, err)
+		}
+		if !outboxed {
+			return nil
+		}
+		// Committed outbox rows wait: forward them, then append after
+		// them. Rows that commit later are concurrent with this call and
+		// may come after it.
+		if err := s.forwardAll(ctx); err != nil {
+			return s.fail(op, fmt.Errorf("forwarding the outbox first: %w", err))
+		}
+		forwarded = true
+	}
+}
+
+// appendOnce runs Append's transaction for set. With checkOutbox, it first
+// looks for committed outbox rows and, if there are any, writes nothing
+// and reports outboxed.
+func (s *Store) appendOnce(ctx context.Context, set *appendSet, checkOutbox bool) (outboxed bool, err error) {
+	// Round trips: begin, look, lock and read; write; commit.
 	b := &pgx.Batch{}
 	b.BeginTx(pgx.TxOptions{})
+	if checkOutbox {
+		b.Queue(s.sql.outboxAny).QueryRow(func(row pgx.Row) error { return row.Scan(&outboxed) })
+	}
 	reads := s.queueLocks(b, set)
 	br := s.pool.SendBatch(ctx, b)
 	tx := br.Tx()
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a no-op after Commit
 	if err := br.Close(); err != nil {
-		return s.fail(op, err)
+		return false, err
+	}
+	if outboxed {
+		return true, nil
 	}
 	if err := s.writeAppend(ctx, tx, set, reads); err != nil {
-		return s.fail(op, err)
+		return false, err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return s.fail(op, err)
-	}
-	return nil
+	return false, tx.Commit(ctx)
 }
 
 // micros returns d in whole microseconds, rounded up.

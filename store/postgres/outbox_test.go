@@ -278,3 +278,29 @@ func TestAppendTxForwardsWithOneConnection(t *testing.T) {
 	require.NoError(t, tx.Commit(t.Context()))
 	eventually(t, "the row is forwarded", func() bool { return queued(t, s, "new") == 1 })
 }
+
+// TestAppendComesAfterCommittedOutboxRows: rows of an AppendTx whose
+// transaction committed before an Append was called are queued before
+// that Append's entries, even when no forwarder has moved them yet (this
+// store only polls, once an hour).
+func TestAppendComesAfterCommittedOutboxRows(t *testing.T) {
+	s := openStore(t, newSchema(t), Options{PollOnly: true, PollInterval: time.Hour})
+	conn := callerConn(t)
+	e, err := s.Claim(t.Context(), "a", "owner", time.Hour)
+	require.NoError(t, err)
+
+	require.NoError(t, pgx.BeginFunc(t.Context(), conn, func(tx pgx.Tx) error {
+		return s.AppendTx(t.Context(), tx, []store.Entry{entry("$1", "one", "a"), entry("$2", "two", "a")})
+	}))
+	// An open transaction's rows are not waited for: they commit after
+	// the Append and come after it.
+	open, err := conn.Begin(t.Context())
+	require.NoError(t, err)
+	require.NoError(t, s.AppendTx(t.Context(), open, []store.Entry{entry("$4", "four", "a")}))
+
+	require.NoError(t, s.Append(t.Context(), []store.Entry{entry("$3", "three", "a")}))
+	require.NoError(t, open.Commit(t.Context()))
+	s.forward(t.Context())
+	require.Equal(t, []string{"$1", "$2", "$3", "$4"}, keys(drain(t, s, "a", e)))
+	require.Zero(t, count(t, s, "outbox"))
+}
