@@ -162,8 +162,9 @@ const (
 // b.checks says, the input (b.validate: the kind's error for an invalid
 // item or one no transaction could carry), the call's size again as
 // b.checks says; then it decides interest (b.route; an error of
-// Config.Rooms) and commits what is wanted as one call (submit).
-func (s *Scheduler) intake(ctx context.Context, b batch) error {
+// Config.Rooms) and hands what is wanted to commit as one call: submit,
+// or the caller's transaction for EnqueueTx.
+func (s *Scheduler) intake(ctx context.Context, b batch, commit commitFunc) error {
 	if err := s.accepting(); err != nil {
 		return err
 	}
@@ -189,8 +190,12 @@ func (s *Scheduler) intake(ctx context.Context, b batch) error {
 	if err != nil {
 		return err
 	}
-	return s.submit(ctx, entries, b.what)
+	return commit(ctx, entries, b.what)
 }
+
+// A commitFunc makes entries durable, as one call, or returns why not;
+// what names them for errors. No entries is a no-op.
+type commitFunc func(ctx context.Context, entries []store.Entry, what string) error
 
 // item is an input of the Enqueue methods that take a list: each one is
 // validated, and stored, on its own.
@@ -282,7 +287,7 @@ func checkItemSize(kind error, index, size, maxBytes int) error {
 // the call with an *InvalidInputError (ErrInvalidEphemeral), as does one
 // larger than Config.MaxTxnBytes.
 func (s *Scheduler) EnqueueEphemeral(ctx context.Context, events ...EphemeralEvent) error {
-	return s.intake(ctx, listBatch(s, "ephemeral events", allAfter, events))
+	return s.intake(ctx, listBatch(s, "ephemeral events", allAfter, events), s.submit)
 }
 
 // EnqueueToDevice hands to-device messages to the scheduler and returns
@@ -301,7 +306,7 @@ func (s *Scheduler) EnqueueEphemeral(ctx context.Context, events ...EphemeralEve
 // (ErrInvalidToDevice), as does one whose encoded form is larger than
 // Config.MaxTxnBytes.
 func (s *Scheduler) EnqueueToDevice(ctx context.Context, msgs ...ToDeviceMessage) error {
-	return s.intake(ctx, listBatch(s, "to-device messages", countFirst, msgs))
+	return s.intake(ctx, listBatch(s, "to-device messages", countFirst, msgs), s.submit)
 }
 
 // EnqueueDeviceLists hands one summary of device-list changes to the
@@ -316,7 +321,7 @@ func (s *Scheduler) EnqueueToDevice(ctx context.Context, msgs ...ToDeviceMessage
 // Invalid changes fail the call with an *InvalidInputError
 // (ErrInvalidDeviceLists); changes with no user are a no-op.
 func (s *Scheduler) EnqueueDeviceLists(ctx context.Context, changes DeviceListChanges) error {
-	return s.intake(ctx, s.deviceListBatch(changes))
+	return s.intake(ctx, s.deviceListBatch(changes), s.submit)
 }
 
 // EnqueueDeviceKeyCounts hands the key counts of devices to the scheduler
@@ -330,5 +335,5 @@ func (s *Scheduler) EnqueueDeviceLists(ctx context.Context, changes DeviceListCh
 // Invalid counts fail the call with an *InvalidInputError
 // (ErrInvalidKeyCounts).
 func (s *Scheduler) EnqueueDeviceKeyCounts(ctx context.Context, counts ...DeviceKeyCounts) error {
-	return s.intake(ctx, listBatch(s, "device key counts", countFirst, counts))
+	return s.intake(ctx, listBatch(s, "device key counts", countFirst, counts), s.submit)
 }

@@ -199,7 +199,7 @@ func (s *Scheduler) countQueued(queued map[string]int, woken bool) {
 // Pass the events you have in one call: each call costs a commit, shared
 // with whatever other calls are waiting at that moment.
 func (s *Scheduler) Enqueue(ctx context.Context, events ...Event) error {
-	return s.intake(ctx, listBatch(s, "events", countFirst|allAfter, events))
+	return s.intake(ctx, listBatch(s, "events", countFirst|allAfter, events), s.submit)
 }
 
 // ServiceUp tells the scheduler that the application service serviceID is

@@ -290,3 +290,18 @@ func HashItems(items []Item) []byte {
 	}
 	return h.Sum(nil)
 }
+
+// TxAppender appends entries as part of a transaction that is not the
+// Store's own, such as the homeserver's database transaction that stores
+// the events: the entries are queued if and only if that transaction
+// commits. store/postgres returns one from Store.InTx (pgx) and
+// Store.InSQLTx (database/sql); the scheduler takes it in EnqueueTx.
+type TxAppender interface {
+	// Store returns the Store the entries are queued in once the
+	// transaction commits.
+	Store() Store
+	// AppendTx checks entries as Append does and writes them in the
+	// transaction; nothing is queued before it commits, and a rollback
+	// leaves nothing behind.
+	AppendTx(ctx context.Context, entries []Entry) error
+}

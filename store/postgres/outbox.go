@@ -231,3 +231,35 @@ func (s *Store) forwardOnce(ctx context.Context) (int, error) {
 	return len(taken), nil
 }
 
+// InTx returns a store.TxAppender that queues entries in tx as AppendTx
+// does: pass it to the scheduler's EnqueueTx, which decides which services
+// want the events before it writes them.
+func (s *Store) InTx(tx pgx.Tx) store.TxAppender { return pgxAppender{s, tx} }
+
+// InSQLTx returns a store.TxAppender that queues entries in tx as
+// AppendSQLTx does: pass it to the scheduler's EnqueueTx.
+func (s *Store) InSQLTx(tx *sql.Tx) store.TxAppender { return sqlAppender{s, tx} }
+
+// pgxAppender is the store.TxAppender of a pgx transaction.
+type pgxAppender struct {
+	s  *Store
+	tx pgx.Tx
+}
+
+func (a pgxAppender) Store() store.Store { return a.s }
+
+func (a pgxAppender) AppendTx(ctx context.Context, entries []store.Entry) error {
+	return a.s.AppendTx(ctx, a.tx, entries)
+}
+
+// sqlAppender is the store.TxAppender of a database/sql transaction.
+type sqlAppender struct {
+	s  *Store
+	tx *sql.Tx
+}
+
+func (a sqlAppender) Store() store.Store { return a.s }
+
+func (a sqlAppender) AppendTx(ctx context.Context, entries []store.Entry) error {
+	return a.s.AppendSQLTx(ctx, a.tx, entries)
+}
