@@ -1,20 +1,30 @@
 // Command demo runs the whole delivery pipeline on this machine: a simulated
-// homeserver enqueues events into a Scheduler backed by a SQLite file, three
-// application services on 127.0.0.1 receive them, and one of them goes down
-// for a while mid-run. It prints progress every second and a final table,
-// and exits non-zero if any guarantee failed.
+// homeserver enqueues events into a Scheduler backed by a SQLite file (or a
+// PostgreSQL database), three application services on 127.0.0.1 receive
+// them, and one of them goes down for a while mid-run. It prints progress
+// every second and a final table, and exits non-zero if any guarantee
+// failed.
 //
 //	go run ./examples/demo [-db PATH] [-events N]
+//	go run ./examples/demo -postgres DSN [-processes 3]
+//
+// With -postgres, the store is a fresh schema in that database, dropped at
+// the end. With -processes 3 as well, three scheduler processes share it,
+// each enqueueing a third of the events, and the demo kills (kill -9) the
+// process that sends to one application service mid-run: another takes
+// over once its lease has run out.
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,19 +34,53 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/asdeliver/scheduler"
+	"github.com/asdeliver/scheduler/store"
+	"github.com/asdeliver/scheduler/store/postgres"
 	"github.com/asdeliver/scheduler/store/sqlite"
 )
 
 const serverName = "demo.local"
 
+// options are the demo's flags.
+type options struct {
+	dbPath    string        // SQLite file, "" for a new one
+	postgres  string        // PostgreSQL DSN, "" for SQLite
+	processes int           // scheduler processes (with postgres)
+	total     int           // events to send
+	outage    time.Duration // of the slack bridge (one process)
+	verbose   bool          // log warnings to stderr
+}
+
 func main() {
-	dbPath := flag.String("db", "", "SQLite file to use (default: a new file in a temporary directory)")
-	total := flag.Int("events", 12000, "events the simulated homeserver sends")
-	outage := flag.Duration("outage", 5*time.Second, "how long the slack bridge is down mid-run")
-	verbose := flag.Bool("v", false, "log the scheduler's warnings to stderr")
+	var o options
+	flag.StringVar(&o.dbPath, "db", "", "SQLite file to use (default: a new file in a temporary directory)")
+	flag.StringVar(&o.postgres, "postgres", "", "PostgreSQL DSN to use instead of SQLite (a new schema, dropped at the end)")
+	flag.IntVar(&o.processes, "processes", 1, "scheduler processes on the PostgreSQL database; more than 1 kills the sender to one service mid-run")
+	flag.IntVar(&o.total, "events", 12000, "events the simulated homeserver sends")
+	flag.DurationVar(&o.outage, "outage", 5*time.Second, "how long the slack bridge is down mid-run (one process)")
+	flag.BoolVar(&o.verbose, "v", false, "log the scheduler's warnings to stderr")
+	child := flag.String("child", "", "internal: run as scheduler process N of -processes, with these settings")
 	flag.Parse()
-	ok, err := run(os.Stdout, *dbPath, *total, *outage, *verbose)
+	if *child != "" {
+		if err := runChild(*child, o); err != nil {
+			fmt.Fprintln(os.Stderr, "demo process:", err)
+			os.Exit(2)
+		}
+		return
+	}
+	var ok bool
+	var err error
+	switch {
+	case o.processes > 1 && o.postgres == "":
+		err = fmt.Errorf("-processes %d needs -postgres DSN: several processes share a PostgreSQL database", o.processes)
+	case o.processes > 1:
+		ok, err = runProcesses(os.Stdout, o)
+	default:
+		ok, err = run(os.Stdout, o)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(2)
@@ -46,6 +90,61 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println("OK: every application service received every event it wanted, in order")
+}
+
+// openStore opens the store o names and returns it, a description for the
+// output and what to do at the end.
+func openStore(ctx context.Context, o options) (store.Store, string, func(), error) {
+	if o.postgres != "" {
+		schema, err := newSchema()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		st, err := postgres.OpenWithOptions(ctx, o.postgres, postgres.Options{Schema: schema})
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return st, "PostgreSQL, schema " + schema, func() {
+			_ = st.Close()
+			_ = dropSchema(o.postgres, schema)
+		}, nil
+	}
+	dbPath, cleanup := o.dbPath, func() {}
+	if dbPath == "" {
+		dir, err := os.MkdirTemp("", "asdeliver-demo-")
+		if err != nil {
+			return nil, "", nil, err
+		}
+		dbPath, cleanup = filepath.Join(dir, "asdeliver.db"), func() { _ = os.RemoveAll(dir) }
+	}
+	st, err := sqlite.Open(dbPath)
+	if err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	return st, dbPath, func() { _ = st.Close(); cleanup() }, nil
+}
+
+// newSchema returns the name of a schema of the demo's own.
+func newSchema() (string, error) {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return "asdeliver_demo_" + hex.EncodeToString(b[:]), nil
+}
+
+// dropSchema drops the demo's schema and everything in it.
+func dropSchema(dsn, schema string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+	return err
 }
 
 // syncWriter serialises the writes of several goroutines.
@@ -77,33 +176,22 @@ func (b *bridge) wants(sender, room string) bool {
 	return strings.HasPrefix(sender, "@"+b.prefix) || (b.rooms != "" && strings.HasPrefix(room, b.rooms))
 }
 
-func run(w io.Writer, dbPath string, total int, outage time.Duration, verbose bool) (bool, error) {
-	w = &syncWriter{w: w} // the producer, the outage and the progress print at once
-	if dbPath == "" {
-		dir, err := os.MkdirTemp("", "asdeliver-demo-")
-		if err != nil {
-			return false, err
-		}
-		defer os.RemoveAll(dir)
-		dbPath = filepath.Join(dir, "asdeliver.db")
-	}
-	st, err := sqlite.Open(dbPath)
-	if err != nil {
-		return false, err
-	}
-	defer st.Close()
-
-	bridges := []*bridge{
+// newBridges returns the demo's three bridges, without their servers.
+func newBridges() []*bridge {
+	return []*bridge{
 		{prefix: "whatsapp_", rooms: "!wa-", ephemeral: true},
 		{prefix: "irc_", rooms: "!irc-"},
 		{prefix: "slack_"},
 	}
-	var regs []*scheduler.Registration
-	for _, b := range bridges {
-		name := strings.TrimSuffix(b.prefix, "_")
-		b.as = newAppService(name, "hs-token-"+name)
-		defer b.as.Close()
-		yaml := fmt.Sprintf(`id: %s
+}
+
+// name returns the bridge's service ID.
+func (b *bridge) name() string { return strings.TrimSuffix(b.prefix, "_") }
+
+// registration returns the bridge's registration, for its AS at url.
+func (b *bridge) registration(url string) (*scheduler.Registration, error) {
+	name := b.name()
+	yaml := fmt.Sprintf(`id: %s
 url: %s
 as_token: as-token-%s
 hs_token: hs-token-%s
@@ -112,39 +200,78 @@ namespaces:
   users:
     - exclusive: true
       regex: '@%s.*:demo\.local'
-`, name, b.as.URL(), name, name, name, b.prefix)
-		if b.rooms != "" {
-			yaml += fmt.Sprintf("  rooms:\n    - exclusive: false\n      regex: '%s.*'\n", b.rooms)
-		}
-		if b.ephemeral {
-			yaml += "receive_ephemeral: true\nde.sorunome.msc2409.push_ephemeral: true\n"
-		}
-		reg, err := scheduler.ParseRegistration([]byte(yaml))
+`, name, url, name, name, name, b.prefix)
+	if b.rooms != "" {
+		yaml += fmt.Sprintf("  rooms:\n    - exclusive: false\n      regex: '%s.*'\n", b.rooms)
+	}
+	if b.ephemeral {
+		yaml += "receive_ephemeral: true\nde.sorunome.msc2409.push_ephemeral: true\n"
+	}
+	return scheduler.ParseRegistration([]byte(yaml))
+}
+
+// startBridges starts an application service for each bridge and returns
+// their registrations; close the services with closeBridges.
+func startBridges(bridges []*bridge) ([]*scheduler.Registration, error) {
+	var regs []*scheduler.Registration
+	for _, b := range bridges {
+		b.as = newAppService(b.name(), "hs-token-"+b.name())
+		reg, err := b.registration(b.as.URL())
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		b.reg = reg
 		regs = append(regs, reg)
 	}
+	return regs, nil
+}
 
-	logger := slog.New(slog.DiscardHandler)
-	if verbose {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+// closeBridges closes the bridges' application services.
+func closeBridges(bridges []*bridge) {
+	for _, b := range bridges {
+		if b.as != nil {
+			b.as.Close()
+		}
 	}
+}
+
+// logger returns the scheduler's logger: warnings to stderr with verbose.
+func logger(verbose bool) *slog.Logger {
+	if verbose {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func run(w io.Writer, o options) (bool, error) {
+	w = &syncWriter{w: w} // the producer, the outage and the progress print at once
+	ctx := context.Background()
+	st, where, closeStore, err := openStore(ctx, o)
+	if err != nil {
+		return false, err
+	}
+	defer closeStore()
+
+	bridges := newBridges()
+	defer closeBridges(bridges)
+	regs, err := startBridges(bridges)
+	if err != nil {
+		return false, err
+	}
+
 	s, err := scheduler.New(scheduler.Config{
 		ServerName: serverName,
 		Services:   regs,
 		Store:      st,
-		Logger:     logger,
+		Logger:     logger(o.verbose),
 	})
 	if err != nil {
 		return false, err
 	}
-	ctx := context.Background()
 	if err := s.Start(ctx); err != nil {
 		return false, err
 	}
-	fmt.Fprintf(w, "demo: %d events for 3 application services\nstore: %s\n", total, dbPath)
+	fmt.Fprintf(w, "demo: %d events for 3 application services\nstore: %s\n", o.total, where)
 
 	started := time.Now()
 	stopProgress := make(chan struct{})
@@ -163,7 +290,7 @@ namespaces:
 		}
 	}()
 
-	if err := produce(ctx, w, s, bridges, total, outage); err != nil {
+	if err := produce(ctx, w, s, bridges, o.total, o.outage); err != nil {
 		close(stopProgress)
 		<-progressDone
 		_ = s.Stop(ctx)
@@ -193,7 +320,7 @@ namespaces:
 // plain users, in calls of 1 to 50 events, paced over a few seconds, with
 // the slack bridge down for the outage in the middle.
 func produce(ctx context.Context, w io.Writer, s *scheduler.Scheduler, bridges []*bridge, total int, outage time.Duration) error {
-	rng := rand.New(rand.NewPCG(2026, 11))
+	rng := mrand.New(mrand.NewPCG(2026, 11))
 	senders := []string{"whatsapp_", "irc_", "slack_", "alice", "bob"}
 	down := bridges[2]
 	const pace = 2 * time.Millisecond // per call: ~10,000 events in ~5 s of calls
@@ -255,7 +382,7 @@ func produce(ctx context.Context, w io.Writer, s *scheduler.Scheduler, bridges [
 // traffic: a typing notification and a receipt in a WhatsApp-bridged room
 // and a to-device message to a bridged device, each marked so the AS can
 // count it. Only the bridge that opted in receives them.
-func sendEphemeral(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge, rng *rand.Rand, n int) error {
+func sendEphemeral(ctx context.Context, s *scheduler.Scheduler, bridges []*bridge, rng *mrand.Rand, n int) error {
 	room := fmt.Sprintf("!wa-%d:%s", rng.IntN(5), serverName)
 	user := fmt.Sprintf("@whatsapp_%d:%s", rng.IntN(100), serverName)
 	typing, err := json.Marshal(map[string]any{"type": "m.typing", "room_id": room,
