@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/asdeliver/scheduler/internal/clock"
+	"github.com/asdeliver/scheduler/internal/lifecycle"
 	"github.com/asdeliver/scheduler/internal/wire"
 	"github.com/asdeliver/scheduler/store"
 )
@@ -287,21 +288,11 @@ func (d *deliverer) sleep(ctx context.Context, dur time.Duration, cut <-chan str
 	}
 }
 
-func (d *deliverer) isStopping() bool {
-	select {
-	case <-d.stopping:
-		return true
-	default:
-		return false
-	}
-}
+func (d *deliverer) isStopping() bool { return lifecycle.Closed(d.stopping) }
 
 // wake tells the owner that work may be queued; it never blocks.
 func (d *deliverer) wake() {
-	select {
-	case d.wakeCh <- struct{}{}:
-	default:
-	}
+	lifecycle.Poke(d.wakeCh)
 }
 
 // serviceUp cuts the Recoverer's current wait short; a no-op while UP.
@@ -312,10 +303,7 @@ func (d *deliverer) serviceUp() {
 	if !down {
 		return
 	}
-	select {
-	case d.upCh <- struct{}{}:
-	default:
-	}
+	lifecycle.Poke(d.upCh)
 }
 
 // endpoint says where and how to reach the AS; read at every send, so

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 
+	"github.com/asdeliver/scheduler/internal/lifecycle"
 	"github.com/asdeliver/scheduler/store"
 )
 
@@ -90,10 +91,7 @@ func (p *eventPool) admit(ctx context.Context, c *poolCall) error {
 }
 
 func (p *eventPool) signal() {
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
+	lifecycle.Poke(p.kick)
 }
 
 // close refuses new and waiting calls with ErrStopped; calls already

@@ -53,14 +53,7 @@ func (g *Group) Go(f func(ctx context.Context)) bool {
 func (g *Group) Stopping() <-chan struct{} { return g.stopping }
 
 // IsStopping reports whether Stop has begun.
-func (g *Group) IsStopping() bool {
-	select {
-	case <-g.stopping:
-		return true
-	default:
-		return false
-	}
-}
+func (g *Group) IsStopping() bool { return Closed(g.stopping) }
 
 // Stop tells the group's goroutines to stop and waits for them. If ctx ends
 // first, it cancels their run context, waits for them all the same, and
@@ -88,4 +81,25 @@ func (g *Group) Stop(ctx context.Context) error {
 	g.cancel()
 	<-g.done
 	return ctx.Err()
+}
+
+// Poke sends on a wake-up channel without blocking: a channel with a
+// buffer of one holds at most one pending wake-up, and a second poke
+// before the receiver looks is one wake-up, not two.
+func Poke(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Closed reports whether ch is closed (or holds a value), without
+// blocking.
+func Closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

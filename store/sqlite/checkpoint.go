@@ -51,10 +51,7 @@ func (c *checkpointer) committed() {
 		return
 	}
 	c.commits = 0
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
+	lifecycle.Poke(c.kick)
 }
 
 // truncateLog runs a TRUNCATE checkpoint on the checkpointer's goroutine

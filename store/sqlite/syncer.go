@@ -83,10 +83,7 @@ func (y *syncer) after(held []*request, errs []error) {
 		y.owed = append(y.owed, answer{r, errs[i]})
 	}
 	y.mu.Unlock()
-	select {
-	case y.kick <- struct{}{}:
-	default:
-	}
+	lifecycle.Poke(y.kick)
 }
 
 // loop is the syncer goroutine. Close stops it after the writer, when

@@ -177,10 +177,7 @@ func (s *Store) enqueue(ctx context.Context, r *request, queued func()) error {
 	if queued != nil {
 		queued()
 	}
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
+	lifecycle.Poke(w.kick)
 	select {
 	case err := <-r.done:
 		return err
