@@ -116,23 +116,19 @@ func (w *watchers) deliver(sigs []store.Signal) {
 }
 
 // appended records that this Store's Append left last_seq at seq.
-func (w *watchers) appended(service string, seq int64) {
-	w.ownMu.Lock()
-	defer w.ownMu.Unlock()
-	if w.ownSeq == nil {
-		w.ownSeq = make(map[string]int64)
-	}
-	w.ownSeq[service] = seq
-}
+func (w *watchers) appended(service string, seq int64) { w.record(&w.ownSeq, service, seq) }
 
 // upSent records that this Store's ServiceUp left up_gen at gen.
-func (w *watchers) upSent(service string, gen int64) {
+func (w *watchers) upSent(service string, gen int64) { w.record(&w.ownUp, service, gen) }
+
+// record sets service's value in *m, one of the own maps, to v.
+func (w *watchers) record(m *map[string]int64, service string, v int64) {
 	w.ownMu.Lock()
 	defer w.ownMu.Unlock()
-	if w.ownUp == nil {
-		w.ownUp = make(map[string]int64)
+	if *m == nil {
+		*m = make(map[string]int64)
 	}
-	w.ownUp[service] = gen
+	(*m)[service] = v
 }
 
 // own reports whether the last_seq and up_gen of service are the ones
