@@ -321,7 +321,6 @@ func run(w io.Writer, o options) (bool, error) {
 // the slack bridge down for the outage in the middle.
 func produce(ctx context.Context, w io.Writer, s *scheduler.Scheduler, bridges []*bridge, total int, outage time.Duration) error {
 	rng := mrand.New(mrand.NewPCG(2026, 11))
-	senders := []string{"whatsapp_", "irc_", "slack_", "alice", "bob"}
 	down := bridges[2]
 	const pace = 2 * time.Millisecond // per call: ~10,000 events in ~5 s of calls
 	downAt := total / 3
@@ -340,28 +339,14 @@ func produce(ctx context.Context, w io.Writer, s *scheduler.Scheduler, bridges [
 		batch := min(1+rng.IntN(50), total-n)
 		events := make([]scheduler.Event, 0, batch)
 		for i := range batch {
-			id := fmt.Sprintf("$demo%06d:%s", n+i, serverName)
-			sender := fmt.Sprintf("@%s%d:%s", senders[rng.IntN(len(senders))], rng.IntN(100), serverName)
-			room := fmt.Sprintf("!room-%d:%s", rng.IntN(20), serverName)
-			if rng.IntN(4) == 0 {
-				room = fmt.Sprintf("!irc-%d:%s", rng.IntN(5), serverName)
-			}
-			raw, err := json.Marshal(map[string]any{
-				"event_id": id, "room_id": room, "sender": sender, "type": "m.room.message",
-				"origin_server_ts": time.Now().UnixMilli(),
-				"content":          map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("message %d", n+i)},
-			})
-			if err != nil {
-				return err
-			}
-			ev, err := scheduler.ParseEvent(raw)
+			ev, err := demoEvent(n + i)
 			if err != nil {
 				return err
 			}
 			events = append(events, ev)
 			for _, b := range bridges {
-				if b.wants(sender, room) {
-					b.expected = append(b.expected, id)
+				if b.wants(ev.Sender, ev.RoomID) {
+					b.expected = append(b.expected, ev.ID)
 					b.owed.Add(1)
 				}
 			}
@@ -376,6 +361,28 @@ func produce(ctx context.Context, w io.Writer, s *scheduler.Scheduler, bridges [
 		time.Sleep(pace)
 	}
 	return nil
+}
+
+// demoEvent returns the i-th event of the simulated homeserver, the same
+// in every process: a message from a user of one of the bridges or a
+// plain user, in a plain room or an IRC-bridged one.
+func demoEvent(i int) (scheduler.Event, error) {
+	rng := mrand.New(mrand.NewPCG(uint64(i), 2026))
+	senders := []string{"whatsapp_", "irc_", "slack_", "alice", "bob"}
+	sender := fmt.Sprintf("@%s%d:%s", senders[rng.IntN(len(senders))], rng.IntN(100), serverName)
+	room := fmt.Sprintf("!room-%d:%s", rng.IntN(20), serverName)
+	if rng.IntN(4) == 0 {
+		room = fmt.Sprintf("!irc-%d:%s", rng.IntN(5), serverName)
+	}
+	raw, err := json.Marshal(map[string]any{
+		"event_id": fmt.Sprintf("$demo%06d:%s", i, serverName), "room_id": room, "sender": sender,
+		"type": "m.room.message", "origin_server_ts": time.Now().UnixMilli(),
+		"content": map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("message %d", i)},
+	})
+	if err != nil {
+		return scheduler.Event{}, err
+	}
+	return scheduler.ParseEvent(raw)
 }
 
 // sendEphemeral plays the homeserver's typing, read-receipt and to-device

@@ -39,24 +39,6 @@ type childSpec struct {
 	URLs   map[string]string // service ID → URL of its application service
 }
 
-// procEvent returns the i-th event of the processes scenario: its ID,
-// sender and room, and its JSON, the same in every process.
-func procEvent(i int) (id, sender, room string, raw []byte, err error) {
-	rng := mrand.New(mrand.NewPCG(uint64(i), 2026))
-	senders := []string{"whatsapp_", "irc_", "slack_", "alice", "bob"}
-	id = fmt.Sprintf("$demo%06d:%s", i, serverName)
-	sender = fmt.Sprintf("@%s%d:%s", senders[rng.IntN(len(senders))], rng.IntN(100), serverName)
-	room = fmt.Sprintf("!room-%d:%s", rng.IntN(20), serverName)
-	if rng.IntN(4) == 0 {
-		room = fmt.Sprintf("!irc-%d:%s", rng.IntN(5), serverName)
-	}
-	raw, err = json.Marshal(map[string]any{
-		"event_id": id, "room_id": room, "sender": sender, "type": "m.room.message",
-		"content": map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("message %d", i)},
-	})
-	return id, sender, room, raw, err
-}
-
 // tagTransport marks every request with the number of its process.
 type tagTransport struct {
 	n    int
@@ -112,11 +94,7 @@ func runChild(raw string, o options) error {
 		n := min(1+rng.IntN(50), len(share))
 		events := make([]scheduler.Event, 0, n)
 		for _, i := range share[:n] {
-			_, _, _, raw, err := procEvent(i)
-			if err != nil {
-				return err
-			}
-			ev, err := scheduler.ParseEvent(raw)
+			ev, err := demoEvent(i)
 			if err != nil {
 				return err
 			}
@@ -352,13 +330,13 @@ func expectedEvents(children []*child, bridges []*bridge) map[*bridge]map[string
 	for _, c := range children {
 		last, _ := c.lastAcked()
 		for i := c.n; i <= last; i += len(children) {
-			id, sender, room, _, err := procEvent(i)
+			ev, err := demoEvent(i)
 			if err != nil {
 				continue
 			}
 			for _, b := range bridges {
-				if b.wants(sender, room) {
-					out[b][id] = true
+				if b.wants(ev.Sender, ev.RoomID) {
+					out[b][ev.ID] = true
 				}
 			}
 		}
