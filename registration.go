@@ -223,6 +223,18 @@ func namespaces(entries []regfile.Namespace) []Namespace {
 	return ns
 }
 
+// Validate checks r as New does and returns the *RegistrationError (which
+// matches ErrInvalidRegistration) New would fail with, or nil. It is for a
+// registration built by hand, say from a homeserver's own configuration:
+// it removes a trailing '/' from URL and compiles the namespace regexes, so
+// a registration that passes is ready for New and UpdateServices.
+func (r *Registration) Validate() error {
+	if r == nil {
+		return fmt.Errorf("%w: nil *Registration", ErrInvalidRegistration)
+	}
+	return r.validate()
+}
+
 // validate checks the values of r's fields, removes trailing '/' from URL,
 // and compiles every namespace regex. New calls it for every registration,
 // ParseRegistration for the ones it reads. It is idempotent, and it writes

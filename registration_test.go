@@ -639,3 +639,19 @@ func FuzzParseRegistration(f *testing.F) {
 		}
 	})
 }
+
+// TestValidateIsWhatNewChecks: Validate fails a registration built by hand
+// with the error New gives, and passes one New accepts.
+func TestValidateIsWhatNewChecks(t *testing.T) {
+	var nilReg *Registration
+	require.ErrorIs(t, nilReg.Validate(), ErrInvalidRegistration)
+	bad := &Registration{ID: "x", ASToken: "a", HSToken: "h", SenderLocalpart: "bot", URL: "ftp://host"}
+	err := bad.Validate()
+	var regErr *RegistrationError
+	require.ErrorAs(t, err, &regErr)
+	_, newErr := New(testConfig(t, bad))
+	require.Error(t, newErr)
+	require.ErrorAs(t, newErr, &regErr)
+	require.Equal(t, err.Error(), regErr.Error())
+	require.NoError(t, (&Registration{ID: "x", ASToken: "a", HSToken: "h", SenderLocalpart: "bot", URL: "http://h/"}).Validate())
+}
