@@ -143,6 +143,24 @@ type Config struct {
 	// DefaultMaxPoolBytes (64 MiB).
 	MaxPoolBytes int
 
+	// MaxQueuedPerService caps the items (events and the rest) queued for
+	// one service and not yet in a transaction. Once a service has that
+	// many, the Enqueue methods stop queueing new items for it: they are
+	// dropped for that service alone, counted in ServiceStatus.Dropped and
+	// logged (a WARN when its queue fills, an INFO when it has room again),
+	// while every other service that wants them still gets them and the
+	// call succeeds. The count is the scheduler's estimate (exact for this
+	// process's calls, refreshed from the Store every PollInterval), so a
+	// queue may pass the cap by the calls in flight.
+	//
+	// Defaults to 0: no cap, nothing is ever dropped, and a service that
+	// stays down grows the Store without bound. With a Store of capped size
+	// (sqlite.Options.MaxSize), one dead service's backlog then fills it
+	// and every Enqueue fails with ErrFull, also for events only healthy
+	// services want: set a cap that lets every service's full queue fit,
+	// such as MaxSize / (services × average item size × 2).
+	MaxQueuedPerService int
+
 	// Rooms, if set, is asked about a room's local aliases and members; see
 	// RoomDirectory. If it also implements UserRooms, it is asked about the
 	// rooms of a user too. Defaults to nil: interest is decided from the
@@ -225,6 +243,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		if *n.field == 0 {
 			*n.field = n.def
 		}
+	}
+	if cfg.MaxQueuedPerService < 0 {
+		return bad("Config.MaxQueuedPerService is negative (%d): leave it 0 for no cap", cfg.MaxQueuedPerService)
 	}
 	if cfg.RetryJitter < 0 || cfg.RetryJitter >= 1 {
 		return bad("Config.RetryJitter is %v: it must be in [0, 1)", cfg.RetryJitter)

@@ -26,6 +26,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative answer timeout", func(c *Config) { c.AnswerTimeout = -1 }, ErrInvalidConfig, []string{"AnswerTimeout"}},
 		{"retry max below initial", func(c *Config) { c.RetryInitial, c.RetryMax = time.Minute, time.Second }, ErrInvalidConfig, []string{"RetryMax"}},
 		{"negative events per txn", func(c *Config) { c.MaxEventsPerTxn = -1 }, ErrInvalidConfig, []string{"MaxEventsPerTxn"}},
+		{"negative queue cap", func(c *Config) { c.MaxQueuedPerService = -1 }, ErrInvalidConfig, []string{"MaxQueuedPerService"}},
 		{"jitter out of range", func(c *Config) { c.RetryJitter = 1.5 }, ErrInvalidConfig, []string{"RetryJitter"}},
 		{"pool smaller than a txn", func(c *Config) { c.MaxPoolBytes = 10 }, ErrInvalidConfig, []string{"MaxPoolBytes"}},
 		{"nil service", func(c *Config) { c.Services = append(c.Services, nil) }, ErrInvalidConfig, []string{"Services[2]"}},

@@ -111,6 +111,11 @@ type deliverer struct {
 	// the Store at Start and by the poller. It only decides whether to
 	// form the next transaction during a PUT.
 	queued atomic.Int64
+	// dropped counts the items not queued for the service since Start
+	// because its queue was full (Config.MaxQueuedPerService); dropping
+	// says whether the last call found it full, to log each episode once.
+	dropped  atomic.Int64
+	dropping atomic.Bool
 
 	mu     sync.Mutex
 	status serviceStatus

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -624,4 +625,62 @@ func TestFaultChaosLosesNothing(t *testing.T) {
 	repeats := faultCheckDelivery(t, as, accepted)
 	t.Logf("%d transactions resent after they had been delivered", repeats)
 	faultCheckDrained(t, s, "a")
+}
+
+// TestFaultQueueCapKeepsHealthyServicesFlowing: with
+// Config.MaxQueuedPerService, a service that stays down cannot fill a
+// capped store. Its queue stops at the cap, what it misses is counted in
+// Status.Dropped (every item it wanted is delivered, pending or counted
+// there), and every Enqueue call succeeds, so the healthy service gets
+// every event, also the ones both wanted. Without the cap the same run
+// fills the store (TestFaultDiskFullFailsEnqueueUntilDeliveriesFreeSpace).
+func TestFaultQueueCapKeepsHealthyServicesFlowing(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.OpenWithOptions(filepath.Join(t.TempDir(), "asdeliver.db"),
+		sqlite.Options{MaxSize: sqlite.MinMaxSize, Synchronous: sqlite.SynchronousNormal})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, st.Close()) })
+	asA, asB := astest.New(t, "tok-a"), astest.New(t, "tok-b")
+	cfg := testConfig(t, reg("a", asA, "@a_.*"), reg("b", asB, "@b_.*", "@a_shared.*"))
+	cfg.Store = st
+	cfg.PollInterval = faultPoll
+	cfg.MaxQueuedPerService = 1000
+	s := start(t, cfg)
+
+	asA.Down()
+	var forA, forB []string
+	for i := range 200 { // 6,000 events for a: more than the 1 MiB store holds
+		batch := slices.Concat(faultEventsFrom("@a_x", fmt.Sprintf("a%d", i), 20),
+			faultEventsFrom("@a_shared", fmt.Sprintf("ab%d", i), 10),
+			faultEventsFrom("@b_x", fmt.Sprintf("b%d", i), 20))
+		require.NoError(t, s.Enqueue(ctx, batch...), "call %d", i)
+		forA = append(forA, faultIDs(batch[:30])...)
+		forB = append(forB, faultIDs(batch[20:])...)
+	}
+	faultCheckDelivery(t, asB, forB)
+
+	waitDown(t, s, "a")
+	status, err := s.Status(ctx, "a")
+	require.NoError(t, err)
+	pending := faultPending(t, st, "a")
+	t.Logf("a: %d events wanted, %d pending, %d dropped", len(forA), pending, status.Dropped)
+	require.Positive(t, status.Dropped)
+	require.LessOrEqual(t, pending, cfg.MaxQueuedPerService+DefaultMaxEventsPerTxn)
+	require.Equal(t, len(forA), pending+int(status.Dropped), "every event a wanted is pending or counted as dropped")
+	b, err := s.Status(ctx, "b")
+	require.NoError(t, err)
+	require.Zero(t, b.Dropped)
+
+	// a comes back: it gets what was queued, in order, and new events
+	// are queued for it again.
+	asA.Up()
+	s.ServiceUp("a")
+	waitDelivered(t, asA, pending)
+	got := asA.Delivered()
+	kept := slices.DeleteFunc(slices.Clone(forA), func(id string) bool { return !slices.Contains(got, id) })
+	require.Equal(t, kept, got, "what a receives is what it wanted, in order, without the dropped")
+	waitFor(t, "a's queue to drain", func() bool { return faultPending(t, st, "a") == 0 })
+	late := faultEvents("late", 5)
+	require.NoError(t, s.Enqueue(ctx, late...))
+	faultCheckDelivery(t, asA, append(got, faultIDs(late)...))
 }

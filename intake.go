@@ -190,7 +190,57 @@ func (s *Scheduler) intake(ctx context.Context, b batch, commit commitFunc) erro
 	if err != nil {
 		return err
 	}
-	return commit(ctx, entries, b.what)
+	return commit(ctx, s.capQueues(entries), b.what)
+}
+
+// capQueues removes from entries the services whose queue is full
+// (Config.MaxQueuedPerService), counting what each misses, and then the
+// entries no service wants any more; it logs when a queue fills and when
+// it has room again. It may reuse entries' memory.
+func (s *Scheduler) capQueues(entries []store.Entry) []store.Entry {
+	limit := int64(s.cfg.MaxQueuedPerService)
+	if limit == 0 {
+		return entries
+	}
+	adds := make(map[string]int64) // what this call queues per service so far
+	full := func(id string) bool {
+		d := s.deliverer(id)
+		if d == nil {
+			return false // not configured: nothing routes to it
+		}
+		if d.queued.Load()+adds[id] < limit {
+			if d.dropping.CompareAndSwap(true, false) {
+				s.log.Info("the service's queue has room again: new items are queued for it",
+					"service", id, "dropped since start", d.dropped.Load())
+			}
+			adds[id]++
+			return false
+		}
+		d.dropped.Add(1)
+		if d.dropping.CompareAndSwap(false, true) {
+			s.log.Warn("the service's queue is full (Config.MaxQueuedPerService): new items for it are dropped "+
+				"until it drains; other services still get them", "service", id, "limit", limit)
+		}
+		return true
+	}
+	kept := entries[:0]
+	for _, e := range entries {
+		wanted, dropped := make([]string, 0, len(e.Services)), false
+		for _, id := range e.Services {
+			if full(id) {
+				dropped = true
+			} else {
+				wanted = append(wanted, id)
+			}
+		}
+		if dropped {
+			e.Services = wanted // a copy: entries may share Services
+		}
+		if len(e.Services) > 0 {
+			kept = append(kept, e)
+		}
+	}
+	return kept
 }
 
 // A commitFunc makes entries durable, as one call, or returns why not;

@@ -54,6 +54,10 @@ type ServiceStatus struct {
 	ConsecutiveFailures int
 	// NextRetry is when the next attempt is due while DOWN; zero when UP.
 	NextRetry time.Time
+	// Dropped counts the items not queued for the service since Start
+	// because its queue was full (Config.MaxQueuedPerService); other
+	// services got them. Always 0 without that cap.
+	Dropped int64
 }
 
 // Status reports on the service serviceID: its state, what the Store holds
@@ -91,6 +95,7 @@ func (s *Scheduler) Status(ctx context.Context, serviceID string) (ServiceStatus
 	st.LastHTTPStatus = snap.lastHTTP
 	st.LastAnswer = snap.lastAnswer
 	st.ConsecutiveFailures = snap.failures
+	st.Dropped = d.dropped.Load()
 	return st, nil
 }
 
