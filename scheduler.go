@@ -83,6 +83,7 @@ func newScheduler(cfg Config, clk clock.Clock) (*Scheduler, error) {
 	}
 	r, _ := s.newRoster(cfg.Services, nil)
 	s.roster.Store(r)
+	warnMissingHooks(cfg.Logger, cfg.Rooms, cfg.Services)
 	if n, ok := cfg.Store.(store.Notifier); ok {
 		s.signals = &signals{notifier: n, deliverer: s.deliverer, clock: clk, log: cfg.Logger,
 			pause: cfg.PollInterval, ups: make(chan string, 64)}
