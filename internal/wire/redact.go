@@ -159,3 +159,13 @@ func hex4(b []byte) (rune, bool) {
 func isHexDigit(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
+
+// Redact returns b with every spelling of each secret (see redact)
+// replaced by "<redacted>"; empty secrets are ignored. It returns b itself
+// when no secret occurs in it.
+func Redact(b []byte, secrets ...string) []byte {
+	if len(secrets) == 0 {
+		return b
+	}
+	return redact(b, secrets[0], secrets[1:])
+}
