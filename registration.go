@@ -24,8 +24,8 @@ type Registration struct {
 	// '|'.
 	ID string
 	// URL is the file's url: the base URL the application service listens
-	// on, an absolute http or https URL without a trailing '/' (one is
-	// removed); transactions are PUT to URL + "/_matrix/app/v1/transactions/{txnId}".
+	// on, an absolute http or https URL without user information, query,
+	// fragment or trailing '/' (one is removed); transactions are PUT to URL + "/_matrix/app/v1/transactions/{txnId}".
 	// It is "" when the file says url: null: the service receives nothing.
 	URL string
 	// ASToken is the file's as_token: the token the application service
@@ -155,7 +155,9 @@ func (r *Registration) regError(field, reason string) *RegistrationError {
 //     encode (A-Z a-z 0-9 - . _ ~ /); the tokens may not contain control
 //     characters.
 //   - url is required: an absolute http or https URL with a host and
-//     without query or fragment, or null (the service receives nothing).
+//     without user information ("user:password@"), query or fragment, or
+//     null (the service receives nothing). The error about user
+//     information does not show it.
 //     The empty string is an error, not null: Synapse would try to send to
 //     it and fail forever.
 //   - namespaces is optional (Synapse requires it); when present, a mapping
