@@ -499,6 +499,41 @@ func TestParseRegistrationAccepts(t *testing.T) {
 	}
 }
 
+// TestNamespaceRegexMatchesAsSynapse checks that a namespace regex reads
+// \w, \d, \s and \b as Synapse's Python 3 re does, Unicode-aware: every
+// want below is what re.match answers in CPython 3.11.
+func TestNamespaceRegexMatchesAsSynapse(t *testing.T) {
+	r, err := ParseRegistration([]byte(regYAML(set("namespaces", `
+  users:
+    - {regex: '@w_\w+:hs', exclusive: true}
+    - {regex: '@tg_[\w-]+:hs', exclusive: true}
+    - {regex: '@b_\w+\b:hs', exclusive: true}
+  aliases:
+    - {regex: '#\w+_\d+:hs', exclusive: true}
+    - {regex: '#irc_\w+:hs', exclusive: true}
+  rooms:
+    - {regex: '!\w+:hs', exclusive: false}`))))
+	require.NoError(t, err)
+	ns := r.Namespaces
+	for _, c := range []struct {
+		n    *Namespace
+		s    string
+		want bool
+	}{
+		{&ns.Users[0], "@w_josé:hs", true},
+		{&ns.Users[0], "@w_jo sé:hs", false},
+		{&ns.Users[0], "@w_bob:hs", true},
+		{&ns.Users[1], "@tg_Ünïcode-1:hs", true},
+		{&ns.Users[2], "@b_josé:hs", true},
+		{&ns.Aliases[0], "#канал_٤٢:hs", true},
+		{&ns.Aliases[0], "#канал_x:hs", false},
+		{&ns.Aliases[1], "#irc_日本:hs", true},
+		{&ns.Rooms[0], "!ÀbC:hs", true},
+	} {
+		require.Equal(t, c.want, c.n.matches(c.s), "%s ~ %s", c.n.Regex, c.s)
+	}
+}
+
 func TestValidateHandBuiltRegistration(t *testing.T) {
 	r := &Registration{
 		ID: "hand", URL: "http://localhost:1/", ASToken: "a", HSToken: "h", SenderLocalpart: "bot",
@@ -621,6 +656,8 @@ func FuzzParseRegistration(f *testing.F) {
 	f.Add([]byte(`{"id": "x", "url": null, "as_token": "a", "hs_token": "h", "sender_localpart": "b"}`))
 	f.Add([]byte("---\n...\n"))
 	f.Add([]byte("\xff\xfe"))
+	f.Add([]byte(regYAML(set("namespaces", "{users: [{regex: '@w_\\w+:hs', exclusive: true}], aliases: [{regex: '#[^\\W\\d]\\b\\s', exclusive: false}]}"))))
+	f.Add([]byte(regYAML(users("- regex: '@a_[\\b\\S]\\Q\\w'\n  exclusive: true"))))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := ParseRegistration(data)
 		if err != nil {
