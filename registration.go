@@ -24,8 +24,8 @@ type Registration struct {
 	// '|'.
 	ID string
 	// URL is the file's url: the base URL the application service listens
-	// on, an absolute http or https URL without a trailing '/' (one is
-	// removed); transactions are PUT to URL + "/_matrix/app/v1/transactions/{txnId}".
+	// on, an absolute http or https URL without user information, query,
+	// fragment or trailing '/' (one is removed); transactions are PUT to URL + "/_matrix/app/v1/transactions/{txnId}".
 	// It is "" when the file says url: null: the service receives nothing.
 	URL string
 	// ASToken is the file's as_token: the token the application service
@@ -90,6 +90,18 @@ type Namespace struct {
 	// back-references. As with Synapse's re.match, it matches at the start
 	// of the string and need not reach its end: "@irc_" matches
 	// "@irc_bob:example.org"; end it with '$' to match whole strings only.
+	//
+	// As in Python 3's re (and unlike RE2, where they are ASCII), \w, \d,
+	// \s and \b are Unicode-aware: \w is any letter or number (Unicode
+	// categories L and N) or '_', \d any decimal digit (Nd), \s any white
+	// space Python's str.isspace accepts, \b a boundary between a \w and
+	// a non-\w character; \W, \D, \S and \B are their opposites, also
+	// inside a character class, where \b is a backspace as in Python. So
+	// "@w_\w+:hs" matches "@w_josé:hs", as in Synapse. The classes are
+	// rewritten into RE2's Unicode classes when the registration is
+	// checked; a pattern with \b or \B is matched, on strings that are not
+	// all ASCII, by a matcher of the package's own that decides word
+	// boundaries in Unicode, in time linear in the string as RE2.
 	Regex string
 	// Exclusive says that only this application service may create users or
 	// aliases in the namespace. As in Synapse, it does not change which
@@ -155,13 +167,17 @@ func (r *Registration) regError(field, reason string) *RegistrationError {
 //     encode (A-Z a-z 0-9 - . _ ~ /); the tokens may not contain control
 //     characters.
 //   - url is required: an absolute http or https URL with a host and
-//     without query or fragment, or null (the service receives nothing).
+//     without user information ("user:password@"), query or fragment, or
+//     null (the service receives nothing). The error about user
+//     information does not show it.
 //     The empty string is an error, not null: Synapse would try to send to
 //     it and fail forever.
 //   - namespaces is optional (Synapse requires it); when present, a mapping
 //     whose optional users, aliases and rooms are lists of mappings, each
 //     with a string regex and a boolean exclusive. Every regex must compile
-//     in Go's RE2 syntax, which has no look-arounds or back-references.
+//     in Go's RE2 syntax, which has no look-arounds or back-references;
+//     \w, \d, \s and \b are Unicode-aware, as in Python 3 (see
+//     Namespace.Regex).
 //   - protocols is an optional list of strings; rate_limited,
 //     receive_ephemeral, de.sorunome.msc2409.push_ephemeral,
 //     org.matrix.msc3202 and io.element.msc4190 are optional booleans. A

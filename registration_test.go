@@ -316,6 +316,10 @@ func TestParseRegistrationRejects(t *testing.T) {
 		{"url is opaque", regYAML(set("url", "http:bridge")), "url", []string{"no host"}},
 		{"url has a query", regYAML(set("url", "http://bridge:1/?access_token=x")), "url", []string{"query"}},
 		{"url has a fragment", regYAML(set("url", "'http://bridge:1/#x'")), "url", []string{"fragment"}},
+		{"url has a user and password", regYAML(set("url", "http://user:SECRETpass@bridge:1/")), "url", []string{"credentials", "bridge:1"}},
+		{"url has a user", regYAML(set("url", "http://SECRETuser@bridge:1/")), "url", []string{"credentials", "bridge:1"}},
+		{"url has an empty password", regYAML(set("url", "http://user:@bridge:1/")), "url", []string{"credentials"}},
+		{"url has an empty user", regYAML(set("url", "http://@bridge:1/")), "url", []string{"credentials"}},
 		{"url does not parse", regYAML(set("url", "'http://[::1'")), "url", []string{"not a valid URL"}},
 		{"url is a number", regYAML(set("url", "8080")), "url", []string{"number"}},
 		{"url is a list", regYAML(set("url", "[http://a]")), "url", []string{"list"}},
@@ -495,6 +499,41 @@ func TestParseRegistrationAccepts(t *testing.T) {
 	}
 }
 
+// TestNamespaceRegexMatchesAsSynapse checks that a namespace regex reads
+// \w, \d, \s and \b as Synapse's Python 3 re does, Unicode-aware: every
+// want below is what re.match answers in CPython 3.11.
+func TestNamespaceRegexMatchesAsSynapse(t *testing.T) {
+	r, err := ParseRegistration([]byte(regYAML(set("namespaces", `
+  users:
+    - {regex: '@w_\w+:hs', exclusive: true}
+    - {regex: '@tg_[\w-]+:hs', exclusive: true}
+    - {regex: '@b_\w+\b:hs', exclusive: true}
+  aliases:
+    - {regex: '#\w+_\d+:hs', exclusive: true}
+    - {regex: '#irc_\w+:hs', exclusive: true}
+  rooms:
+    - {regex: '!\w+:hs', exclusive: false}`))))
+	require.NoError(t, err)
+	ns := r.Namespaces
+	for _, c := range []struct {
+		n    *Namespace
+		s    string
+		want bool
+	}{
+		{&ns.Users[0], "@w_josé:hs", true},
+		{&ns.Users[0], "@w_jo sé:hs", false},
+		{&ns.Users[0], "@w_bob:hs", true},
+		{&ns.Users[1], "@tg_Ünïcode-1:hs", true},
+		{&ns.Users[2], "@b_josé:hs", true},
+		{&ns.Aliases[0], "#канал_٤٢:hs", true},
+		{&ns.Aliases[0], "#канал_x:hs", false},
+		{&ns.Aliases[1], "#irc_日本:hs", true},
+		{&ns.Rooms[0], "!ÀbC:hs", true},
+	} {
+		require.Equal(t, c.want, c.n.matches(c.s), "%s ~ %s", c.n.Regex, c.s)
+	}
+}
+
 func TestValidateHandBuiltRegistration(t *testing.T) {
 	r := &Registration{
 		ID: "hand", URL: "http://localhost:1/", ASToken: "a", HSToken: "h", SenderLocalpart: "bot",
@@ -535,6 +574,7 @@ func TestValidateHandBuiltRegistration(t *testing.T) {
 		{func(r *Registration) { r.SenderLocalpart = "bot@x" }, "sender_localpart"},
 		{func(r *Registration) { r.URL = "localhost" }, "url"},
 		{func(r *Registration) { r.URL = "unix:///run/bridge.sock" }, "url"},
+		{func(r *Registration) { r.URL = "https://bridge:pa55word@localhost:1" }, "url"},
 		{func(r *Registration) { r.Namespaces.Rooms = []Namespace{{Regex: "!a"}, {Regex: "("}} }, "namespaces.rooms[1].regex"},
 	} {
 		bad := *r
@@ -553,8 +593,11 @@ func TestValidateHandBuiltRegistration(t *testing.T) {
 }
 
 func TestRegistrationNeverPrintsTokens(t *testing.T) {
-	r, err := ParseRegistration([]byte(regYAML(set("url", "http://user:pa55word@localhost:1"))))
+	r, err := ParseRegistration([]byte(regYAML()))
 	require.NoError(t, err)
+	// New refuses credentials in the URL, but a Registration built by hand
+	// may hold them before it is checked.
+	r.URL = "http://user:pa55word@localhost:1"
 	for _, s := range []string{
 		fmt.Sprint(r), fmt.Sprint(*r), fmt.Sprintf("%v", r), fmt.Sprintf("%+v", *r), fmt.Sprintf("%#v", *r), fmt.Sprintf("[%s]", r),
 	} {
@@ -613,6 +656,8 @@ func FuzzParseRegistration(f *testing.F) {
 	f.Add([]byte(`{"id": "x", "url": null, "as_token": "a", "hs_token": "h", "sender_localpart": "b"}`))
 	f.Add([]byte("---\n...\n"))
 	f.Add([]byte("\xff\xfe"))
+	f.Add([]byte(regYAML(set("namespaces", "{users: [{regex: '@w_\\w+:hs', exclusive: true}], aliases: [{regex: '#[^\\W\\d]\\b\\s', exclusive: false}]}"))))
+	f.Add([]byte(regYAML(users("- regex: '@a_[\\b\\S]\\Q\\w'\n  exclusive: true"))))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := ParseRegistration(data)
 		if err != nil {

@@ -9,32 +9,48 @@ import (
 )
 
 // Pattern is a compiled namespace regex. Like Synapse's re.match, it
-// matches at the start of a string and need not reach its end. The zero
-// Pattern matches nothing.
+// matches at the start of a string and need not reach its end, and like
+// Python 3's re it reads \w, \W, \d, \D, \s, \S, \b and \B as Unicode
+// (see pythonClasses). The zero Pattern matches nothing.
 type Pattern struct {
 	prefix   string         // every match starts with it
 	complete bool           // a string matches iff it starts with prefix
-	re       *regexp.Regexp // "^(?:" + regex + ")"
-	regex    string         // as written
+	re       *regexp.Regexp // "^(?:" + the regex in Unicode spelling + ")"
+	// words, when the regex has \b or \B, matches strings that are not
+	// all ASCII, where RE2's ASCII word boundaries differ from Python's.
+	words *wordMatcher
+	regex string // as written
 }
 
-// Compile compiles a namespace regex, written in Go's RE2 syntax. The
-// pattern is compiled alone first, so that a pattern such as "a)|(b"
-// cannot escape the anchoring group and errors point into it; the error
-// then names the Python syntax, if any, that RE2 lacks.
+// Compile compiles a namespace regex, written in Go's RE2 syntax and read
+// with Python 3's Unicode classes. The pattern is compiled alone first, so
+// that a pattern such as "a)|(b" cannot escape the anchoring group and
+// errors point into it; the error then names the Python syntax, if any,
+// that RE2 lacks.
 func Compile(regex string) (*Pattern, error) {
-	if _, err := regexp.Compile(regex); err != nil {
+	unicodeRegex := pythonClasses(regex)
+	if _, err := regexp.Compile(unicodeRegex); err != nil {
+		// Report the error in the pattern as written, if it has one.
+		if _, werr := regexp.Compile(regex); werr != nil {
+			err = werr
+		}
 		if hint := pythonOnlySyntax(regex); hint != "" {
 			return nil, fmt.Errorf("%w; %s", err, hint)
 		}
 		return nil, err
 	}
-	re, err := regexp.Compile("^(?:" + regex + ")")
+	anchored := "^(?:" + unicodeRegex + ")"
+	re, err := regexp.Compile(anchored)
 	if err != nil {
 		return nil, err
 	}
 	p := &Pattern{regex: regex, re: re}
-	p.prefix, p.complete = literalPrefix(regex)
+	p.prefix, p.complete = literalPrefix(unicodeRegex)
+	if tree, err := syntax.Parse(anchored, syntax.Perl); err == nil && hasWordBoundary(tree) {
+		if p.words, err = newWordMatcher(tree); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -50,7 +66,21 @@ func (p *Pattern) Match(s string) bool {
 	if p.complete {
 		return true
 	}
+	if p.words != nil && !isASCII(s) {
+		return p.words.match(s)
+	}
 	return p.re.MatchString(s)
+}
+
+// isASCII reports whether s is all ASCII: there, RE2's word boundaries are
+// Python's.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // matchesAny reports whether one of ps matches s.

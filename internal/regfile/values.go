@@ -32,8 +32,9 @@ func URLSafe(s string) bool {
 }
 
 // CheckURL checks that raw is an absolute http or https URL with a host
-// and no query or fragment, and returns it without trailing '/'; or it
-// returns why not. The reason shows the URL without its password.
+// and no user information, query or fragment, and returns it without
+// trailing '/'; or it returns why not. The reason shows the URL without its
+// password, and without any user information when that is what is wrong.
 func CheckURL(raw string) (string, string) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -51,6 +52,14 @@ func CheckURL(raw string) (string, string) {
 		return "", shown + " uses " + u.Scheme + ": only http and https are supported"
 	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
 		return "", shown + " has no host"
+	case u.User != nil:
+		// Credentials in a URL end up in logs, and the scheduler would
+		// not send them: an application service authenticates the
+		// homeserver by hs_token alone.
+		bare := *u
+		bare.User = nil
+		return "", strconv.Quote(bare.String()) + ` has credentials ("user:password@" before the host), which would end up in logs ` +
+			`and which the homeserver does not send: remove them; the application service checks hs_token instead`
 	case u.RawQuery != "" || u.ForceQuery:
 		return "", shown + " has a query ('?'): a base URL cannot have one"
 	case u.Fragment != "" || strings.Contains(raw, "#"):

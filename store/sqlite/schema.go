@@ -141,7 +141,8 @@ var schemaVersion = len(migrations)
 // migrate brings the schema of db up to schemaVersion, each step in its own
 // transaction together with the new version number. It refuses a file whose
 // version is newer, and a file that has tables but is not an asdeliver
-// store.
+// store. Open has already refused such a file before writing anything (see
+// probe); these checks only keep migrate safe on its own.
 func migrate(ctx context.Context, db *sql.DB) error {
 	var version, appID int
 	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
@@ -152,6 +153,9 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	}
 	if appID != 0 && appID != applicationID {
 		return fmt.Errorf("not an asdeliver store: application_id is %#x", appID)
+	}
+	if appID == 0 && version != 0 {
+		return fmt.Errorf("not an asdeliver store: the file has schema version (user_version) %d but not asdeliver's application_id", version)
 	}
 	if version > schemaVersion {
 		return fmt.Errorf("%w: the file has schema version %d, this version of asdeliver knows versions up to %d: upgrade asdeliver", ErrSchemaTooNew, version, schemaVersion)

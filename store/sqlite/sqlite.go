@@ -25,6 +25,13 @@
 //     deleted when the last of them completes or purges it.
 //   - The schema is versioned and migrated forward by Open; a file written
 //     by a newer version is refused with ErrSchemaTooNew rather than misread.
+//   - A file that belongs to something else (another application_id, a
+//     schema version or tables without asdeliver's application_id, or no
+//     SQLite database at all) is refused before anything is written to it,
+//     and left byte for byte as it was: Open reads its header and opens it
+//     read-only to decide. Only for such a database in WAL mode with a
+//     non-empty -wal file beside it may SQLite create its -shm file while
+//     reading.
 //   - The file stays compact: a backlog that drains gives its space back to
 //     the file system, so repeated outages do not make the file grow. The
 //     database runs with incremental auto-vacuum; once Complete or Purge
@@ -243,7 +250,9 @@ var (
 // does not exist, takes an exclusive lock on it and migrates its schema. It
 // is OpenWithOptions(path, Options{}). A second Open of the same path while
 // this one is open fails with an error matching ErrLocked; a file written by
-// a newer version fails with ErrSchemaTooNew.
+// a newer version fails with ErrSchemaTooNew; a file that is not an
+// asdeliver store (nor empty) fails with an error saying so, and Open
+// writes nothing to it.
 func Open(path string) (*Store, error) {
 	return OpenWithOptions(path, Options{})
 }
@@ -274,9 +283,17 @@ func OpenWithOptions(path string, opts Options) (*Store, error) {
 
 	// Lock before SQLite touches the file, so two openers never migrate or
 	// write concurrently.
-	lock, err := lockFile(abs)
+	lock, created, err := lockFile(abs)
 	if err != nil {
 		return nil, err
+	}
+	// Decide whether the file is ours before anything writes to it.
+	if err := probe(abs); err != nil {
+		if created {
+			_ = os.Remove(lock.Name())
+		}
+		_ = lock.Close()
+		return nil, fmt.Errorf("error opening sqlite store %s: %w", abs, err)
 	}
 	s := &Store{path: abs, lock: lock, now: time.Now, w: newWriter()}
 	if err := s.open(opts); err != nil {
@@ -323,24 +340,29 @@ func realPath(path string) (string, error) {
 }
 
 // lockFile creates or opens path + ".lock" and takes an exclusive flock on
-// it. flock locks belong to the open file description, so a second open in
-// the same process conflicts as well as one in another process.
-func lockFile(path string) (*os.File, error) {
+// it, and reports whether it created the file. flock locks belong to the
+// open file description, so a second open in the same process conflicts as
+// well as one in another process.
+func lockFile(path string) (f *os.File, created bool, err error) {
 	name := path + ".lock"
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	created = err == nil
+	if errors.Is(err, fs.ErrExist) {
+		f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("error opening sqlite store %s: creating lock file: %w", path, err)
+		return nil, false, fmt.Errorf("error opening sqlite store %s: creating lock file: %w", path, err)
 	}
 	held, err := flockExclusive(f)
 	if err != nil {
 		_ = f.Close()
-		return nil, fmt.Errorf("error opening sqlite store %s: locking %s: %w", path, name, err)
+		return nil, false, fmt.Errorf("error opening sqlite store %s: locking %s: %w", path, name, err)
 	}
 	if held {
 		_ = f.Close()
-		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+		return nil, false, fmt.Errorf("%w: %s", ErrLocked, path)
 	}
-	return f, nil
+	return f, created, nil
 }
 
 // open opens the database, checks the pragmas, migrates, prepares the
@@ -460,8 +482,13 @@ func oneConn(c *connector) *sql.DB {
 // takes the write lock at once instead of failing on upgrade when another
 // connection writes. The reader's are "deferred": they only read.
 func dsn(path, txlock string) string {
+	return "file:" + escapePath(path) + "?_txlock=" + txlock
+}
+
+// escapePath escapes path for an SQLite URI.
+func escapePath(path string) string {
 	u := url.URL{Path: path}
-	return "file:" + u.EscapedPath() + "?_txlock=" + txlock
+	return u.EscapedPath()
 }
 
 // pragmas lists the statements that configure every new connection, in
