@@ -321,6 +321,11 @@ func TestParseRegistrationRejects(t *testing.T) {
 		{"url has an empty password", regYAML(set("url", "http://user:@bridge:1/")), "url", []string{"credentials"}},
 		{"url has an empty user", regYAML(set("url", "http://@bridge:1/")), "url", []string{"credentials"}},
 		{"url does not parse", regYAML(set("url", "'http://[::1'")), "url", []string{"not a valid URL"}},
+		{"unix url with a host", regYAML(set("url", "unix://run/bridge.sock")), "url", []string{"three slashes"}},
+		{"unix url without a path", regYAML(set("url", "unix://")), "url", []string{"socket path"}},
+		{"unix url of the root", regYAML(set("url", "unix:///")), "url", []string{"socket path"}},
+		{"unix url with a query", regYAML(set("url", "unix:///run/b.sock?x=1")), "url", []string{"query"}},
+		{"unix url with escapes", regYAML(set("url", "unix:///run/b%2esock")), "url", []string{"plainly"}},
 		{"url is a number", regYAML(set("url", "8080")), "url", []string{"number"}},
 		{"url is a list", regYAML(set("url", "[http://a]")), "url", []string{"list"}},
 		{"namespaces is a list", regYAML(set("namespaces", "[users]")), "namespaces", []string{"mapping", "list"}},
@@ -573,7 +578,7 @@ func TestValidateHandBuiltRegistration(t *testing.T) {
 		{func(r *Registration) { r.SenderLocalpart = "" }, "sender_localpart"},
 		{func(r *Registration) { r.SenderLocalpart = "bot@x" }, "sender_localpart"},
 		{func(r *Registration) { r.URL = "localhost" }, "url"},
-		{func(r *Registration) { r.URL = "unix:///run/bridge.sock" }, "url"},
+		{func(r *Registration) { r.URL = "unix://run/bridge.sock" }, "url"}, // unix:///run/bridge.sock is valid
 		{func(r *Registration) { r.URL = "https://bridge:pa55word@localhost:1" }, "url"},
 		{func(r *Registration) { r.Namespaces.Rooms = []Namespace{{Regex: "!a"}, {Regex: "("}} }, "namespaces.rooms[1].regex"},
 	} {

@@ -45,11 +45,14 @@ func CheckURL(raw string) (string, string) {
 		return "", "is not a valid URL (" + err.Error() + ")"
 	}
 	shown := strconv.Quote(u.Redacted())
+	if u.Scheme == "unix" {
+		return checkUnixURL(raw, u, shown)
+	}
 	switch {
 	case u.Scheme == "":
 		return "", shown + " is not absolute: it needs http:// or https://"
 	case u.Scheme != "http" && u.Scheme != "https":
-		return "", shown + " uses " + u.Scheme + ": only http and https are supported"
+		return "", shown + " uses " + u.Scheme + ": only http, https and unix (a socket: unix:///run/as.sock) are supported"
 	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
 		return "", shown + " has no host"
 	case u.User != nil:
@@ -66,4 +69,25 @@ func CheckURL(raw string) (string, string) {
 		return "", shown + " has a fragment ('#'): a base URL cannot have one"
 	}
 	return strings.TrimRight(raw, "/"), ""
+}
+
+// checkUnixURL checks a unix:// URL, u parsed from raw: the application
+// service listens on the Unix domain socket at the URL's path, which must
+// be absolute (unix:///run/bridge.sock, as Dendrite writes it); requests
+// go to the socket's root. It returns raw unchanged.
+func checkUnixURL(raw string, u *url.URL, shown string) (string, string) {
+	switch {
+	case u.Host != "" || u.User != nil:
+		return "", shown + " names a host: a unix URL is unix:// followed by the absolute path of the socket, " +
+			"such as unix:///run/bridge.sock (three slashes)"
+	case !strings.HasPrefix(u.Path, "/") || u.Opaque != "" || u.Path == "/":
+		return "", shown + " has no absolute socket path: write unix:///run/bridge.sock (three slashes)"
+	case u.RawQuery != "" || u.ForceQuery:
+		return "", shown + " has a query ('?'): a socket URL cannot have one"
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return "", shown + " has a fragment ('#'): a socket URL cannot have one"
+	case "unix://"+u.Path != raw:
+		return "", shown + " is not written plainly: use unix:// and the socket's path, without escapes"
+	}
+	return raw, ""
 }

@@ -100,7 +100,8 @@ type Result struct {
 // safe for concurrent use; one Sender serves every AS.
 type Sender struct {
 	client         *http.Client
-	own            bool // client was built by NewSender
+	unix           *unixDialer // for the unix:// URLs, whatever client is
+	own            bool        // client was built by NewSender
 	connectTimeout time.Duration
 	answerTimeout  time.Duration
 }
@@ -133,7 +134,7 @@ func NewSender(client *http.Client, connectTimeout, answerTimeout time.Duration)
 	if answerTimeout <= 0 {
 		answerTimeout = DefaultAnswerTimeout
 	}
-	s := &Sender{connectTimeout: connectTimeout, answerTimeout: answerTimeout}
+	s := &Sender{connectTimeout: connectTimeout, answerTimeout: answerTimeout, unix: newUnixDialer(connectTimeout)}
 	if client == nil {
 		dialer := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
 		s.client = &http.Client{Transport: &http.Transport{
@@ -169,6 +170,7 @@ func (s *Sender) CloseIdleConnections() {
 	if s.own {
 		s.client.CloseIdleConnections()
 	}
+	s.unix.client.CloseIdleConnections()
 }
 
 // PutTxn sends transaction txnID with body (from Body) to the AS at ep:
@@ -230,18 +232,25 @@ func (s *Sender) do(parent context.Context, method, what string, ep Endpoint, pa
 	if parent.Err() != nil {
 		return Result{}, 0, fail(contextError(parent))
 	}
+	client, target, own := s.client, strings.TrimRight(ep.URL, "/")+path+id, s.own
+	socket, isUnix := UnixSocket(ep.URL)
+	if isUnix {
+		if !strings.HasPrefix(socket, "/") {
+			return Result{}, 0, fail(fmt.Errorf("%w: a unix:// URL needs an absolute socket path (unix:///run/as.sock)", ErrInvalidEndpoint))
+		}
+		client, target, own = s.unix.client, s.unix.target(socket, path+id), true
+	}
 	ctx, cancel := context.WithCancelCause(parent)
 	c := &call{
 		cancel:         cancel,
 		connectTimeout: s.connectTimeout,
 		answerTimeout:  s.answerTimeout,
-		ownDialer:      s.own,
+		ownDialer:      own,
 	}
 	c.trace.GotConn = c.gotConn
 	defer c.finish()
 
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, &c.trace), method,
-		strings.TrimRight(ep.URL, "/")+path+id, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, &c.trace), method, target, bytes.NewReader(body))
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
@@ -261,10 +270,13 @@ func (s *Sender) do(parent context.Context, method, what string, ep Endpoint, pa
 	// resend on a new connection when a kept-alive one was closed by the AS
 	// just as the request went out.
 	req.Header["Idempotency-Key"] = nil
+	if isUnix {
+		req.Host = unixHost
+	}
 
 	c.start()
 	start := time.Now()
-	resp, err := s.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return Result{}, 0, fail(c.error(parent, ctx, err))
 	}

@@ -688,3 +688,50 @@ func BenchmarkPutTxnParallel(b *testing.B) {
 	})
 	b.ReportMetric(float64(ids.Load()*100)/b.Elapsed().Seconds(), "events/s")
 }
+
+// TestPutTxnOverUnixSockets: unix:///path URLs reach the application
+// service listening on that socket, with the caller's client or without,
+// and two sockets never share a connection.
+func TestPutTxnOverUnixSockets(t *testing.T) {
+	dir := t.TempDir()
+	serve := func(name string) (string, *[]string) {
+		sock := dir + "/" + name + ".sock"
+		ln, err := net.Listen("unix", sock)
+		require.NoError(t, err)
+		var mu sync.Mutex
+		var got []string
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			got = append(got, r.Method+" "+r.URL.Path+" "+r.Host+" "+r.Header.Get("Authorization"))
+			mu.Unlock()
+			_, _ = io.WriteString(w, "{}")
+		})}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { _ = srv.Close() })
+		return "unix://" + sock, &got
+	}
+	urlA, gotA := serve("a")
+	urlB, gotB := serve("b")
+	for _, client := range []*http.Client{nil, {Timeout: time.Minute}} {
+		s := newSender(t, client, 0, 0)
+		for i := range 3 {
+			_, err := s.PutTxn(t.Context(), Endpoint{URL: urlA, HSToken: hsToken}, int64(i), []byte(`{}`))
+			require.NoError(t, err)
+			_, err = s.PutTxn(t.Context(), Endpoint{URL: urlB, HSToken: "other"}, int64(10+i), []byte(`{}`))
+			require.NoError(t, err)
+		}
+	}
+	require.Len(t, *gotA, 6)
+	require.Len(t, *gotB, 6)
+	require.Equal(t, "PUT /_matrix/app/v1/transactions/0 localhost Bearer "+hsToken, (*gotA)[0])
+	for _, g := range *gotB {
+		require.True(t, strings.HasSuffix(g, "Bearer other"), g)
+	}
+
+	s := newSender(t, nil, 0, 0)
+	_, err := s.PutTxn(t.Context(), Endpoint{URL: "unix://relative.sock", HSToken: hsToken}, 1, []byte(`{}`))
+	require.ErrorIs(t, err, ErrInvalidEndpoint)
+	_, err = s.PutTxn(t.Context(), Endpoint{URL: "unix://" + dir + "/missing.sock", HSToken: hsToken}, 1, []byte(`{}`))
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), hsToken)
+}
