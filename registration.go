@@ -26,6 +26,9 @@ type Registration struct {
 	// URL is the file's url: the base URL the application service listens
 	// on, an absolute http or https URL without user information, query,
 	// fragment or trailing '/' (one is removed); transactions are PUT to URL + "/_matrix/app/v1/transactions/{txnId}".
+	// As in Dendrite, it may instead be unix:// and the absolute path of a
+	// Unix domain socket (unix:///run/bridge.sock): requests then go to the
+	// socket's root, with Host "localhost", whatever Config.HTTPClient is.
 	// It is "" when the file says url: null: the service receives nothing.
 	URL string
 	// ASToken is the file's as_token: the token the application service
