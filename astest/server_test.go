@@ -92,7 +92,7 @@ func TestRecordsRequestsDeliveriesAndCounts(t *testing.T) {
 	assert.Equal(t, 2, as.Deliveries("$b"))
 	assert.Equal(t, 1, as.Deliveries("$c"))
 	assert.Zero(t, as.Deliveries("$nope"))
-	assert.Equal(t, astest.Stats{Arrived: 3, Requests: 3, Txns: 2, Events: 4}, as.Stats())
+	assert.Equal(t, astest.Stats{Arrived: 3, Requests: 3, Txns: 2, Events: 4, MaxInFlight: 1}, as.Stats())
 	assert.Empty(t, as.Problems())
 
 	reqs := as.Requests()
@@ -161,7 +161,7 @@ func TestRefusesWhatAnApplicationServiceRefuses(t *testing.T) {
 	assert.Equal(t, http.StatusBadRequest, c.put("3", `not json`))
 
 	assert.Empty(t, as.Delivered())
-	assert.Equal(t, astest.Stats{Arrived: 4, Requests: 4, Failed: 4}, as.Stats())
+	assert.Equal(t, astest.Stats{Arrived: 4, Requests: 4, Failed: 4, MaxInFlight: 1}, as.Stats())
 	assert.Equal(t, []string{
 		`txn 2: body has no "events"`,
 		"txn 3: body is not a JSON object: invalid character 'o' in literal null (expecting 'u')",
@@ -353,7 +353,7 @@ func TestCountOnlyKeepsCounts(t *testing.T) {
 	as.Down()
 	assert.Equal(t, http.StatusServiceUnavailable, c.put("2", events("$3")))
 
-	assert.Equal(t, astest.Stats{Arrived: 3, Requests: 3, Failed: 1, Txns: 2, Events: 3}, as.Stats())
+	assert.Equal(t, astest.Stats{Arrived: 3, Requests: 3, Failed: 1, Txns: 2, Events: 3, MaxInFlight: 1}, as.Stats())
 	assert.Empty(t, as.Requests())
 	assert.Empty(t, as.Delivered())
 	assert.Empty(t, as.Problems())
