@@ -144,14 +144,17 @@ type Config struct {
 	MaxPoolBytes int
 
 	// MaxQueuedPerService caps the items (events and the rest) queued for
-	// one service and not yet in a transaction. Once a service has that
-	// many, the Enqueue methods stop queueing new items for it: they are
-	// dropped for that service alone, counted in ServiceStatus.Dropped and
-	// logged (a WARN when its queue fills, an INFO when it has room again),
-	// while every other service that wants them still gets them and the
-	// call succeeds. The count is the scheduler's estimate (exact for this
-	// process's calls, refreshed from the Store every PollInterval), so a
-	// queue may pass the cap by the calls in flight.
+	// one service that is DOWN and not yet in a transaction. Once such a
+	// service has that many, the Enqueue methods stop queueing new items
+	// for it: they are dropped for that service alone, counted in
+	// ServiceStatus.Dropped and logged (a WARN when its queue fills, an
+	// INFO when it has room again), while every other service that wants
+	// them still gets them and the call succeeds. A service that is UP is
+	// never capped: a burst it is working through is not an outage. The
+	// count is the scheduler's estimate (exact for this process's calls,
+	// refreshed from the Store every PollInterval), so a queue may pass
+	// the cap by the calls in flight; and only the process that delivers
+	// to the service knows it is DOWN, which is all there is with SQLite.
 	//
 	// Defaults to 0: no cap, nothing is ever dropped, and a service that
 	// stays down grows the Store without bound. With a Store of capped size

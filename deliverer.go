@@ -302,13 +302,16 @@ func (d *deliverer) wake() {
 
 // serviceUp cuts the Recoverer's current wait short; a no-op while UP.
 func (d *deliverer) serviceUp() {
-	d.mu.Lock()
-	down := d.status.down
-	d.mu.Unlock()
-	if !down {
-		return
+	if d.isDown() {
+		lifecycle.Poke(d.upCh)
 	}
-	lifecycle.Poke(d.upCh)
+}
+
+// isDown reports whether the service is DOWN: its last delivery failed.
+func (d *deliverer) isDown() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.status.down
 }
 
 // endpoint says where and how to reach the AS; read at every send, so

@@ -193,8 +193,8 @@ func (s *Scheduler) intake(ctx context.Context, b batch, commit commitFunc) erro
 	return commit(ctx, s.capQueues(entries), b.what)
 }
 
-// capQueues removes from entries the services whose queue is full
-// (Config.MaxQueuedPerService), counting what each misses, and then the
+// capQueues removes from entries the services that are DOWN with a full
+// queue (Config.MaxQueuedPerService), counting what each misses, and then the
 // entries no service wants any more; it logs when a queue fills and when
 // it has room again. It may reuse entries' memory.
 func (s *Scheduler) capQueues(entries []store.Entry) []store.Entry {
@@ -208,7 +208,7 @@ func (s *Scheduler) capQueues(entries []store.Entry) []store.Entry {
 		if d == nil {
 			return false // not configured: nothing routes to it
 		}
-		if d.queued.Load()+adds[id] < limit {
+		if d.queued.Load()+adds[id] < limit || !d.isDown() {
 			if d.dropping.CompareAndSwap(true, false) {
 				s.log.Info("the service's queue has room again: new items are queued for it",
 					"service", id, "dropped since start", d.dropped.Load())

@@ -55,7 +55,7 @@ type ServiceStatus struct {
 	// NextRetry is when the next attempt is due while DOWN; zero when UP.
 	NextRetry time.Time
 	// Dropped counts the items not queued for the service since Start
-	// because its queue was full (Config.MaxQueuedPerService); other
+	// because it was DOWN with a full queue (Config.MaxQueuedPerService); other
 	// services got them. Always 0 without that cap.
 	Dropped int64
 }
