@@ -82,7 +82,7 @@ func TestOpenLeavesForeignFileUnchanged(t *testing.T) {
 			if tt.raw != "" {
 				require.NoError(t, os.WriteFile(path, []byte(tt.raw), 0o644))
 			} else {
-				db, err := sql.Open("sqlite3", path)
+				db, err := sql.Open(driverName, path)
 				require.NoError(t, err)
 				for _, q := range tt.setup {
 					_, err := db.Exec(q)

@@ -55,7 +55,7 @@ func probe(path string) error {
 	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() == 0 {
 		q += "&immutable=1"
 	}
-	db, err := sql.Open("sqlite3", "file:"+escapePath(path)+q)
+	db, err := sql.Open(driverName, "file:"+escapePath(path)+q)
 	if err != nil {
 		return err
 	}

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-
-	sqlite3 "github.com/mattn/go-sqlite3"
 )
 
 // Free pages are given back to the file system once vacuumThreshold bytes
@@ -176,8 +174,7 @@ func (s *Store) checkRoom(ctx context.Context, tx *sql.Tx) error {
 // fullErr makes an error SQLite reported as SQLITE_FULL (the database
 // reached max_page_count, or the disk is full) match ErrFull.
 func fullErr(err error) error {
-	var se sqlite3.Error
-	if errors.As(err, &se) && se.Code == sqlite3.ErrFull && !errors.Is(err, ErrFull) {
+	if isFull(err) && !errors.Is(err, ErrFull) {
 		return fmt.Errorf("%w: %w", ErrFull, err)
 	}
 	return err

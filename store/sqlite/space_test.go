@@ -245,7 +245,7 @@ func TestPurgeGivesItsSpaceBack(t *testing.T) {
 // timeout, so that a lock held by the store shows at once.
 func foreignDB(t *testing.T, path string) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=0")
+	db, err := sql.Open(driverName, "file:"+path+"?_busy_timeout=0")
 	require.NoError(t, err)
 	db.SetMaxOpenConns(1)
 	t.Cleanup(func() { require.NoError(t, db.Close()) })

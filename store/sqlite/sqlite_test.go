@@ -256,7 +256,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 
-	raw, err := sql.Open("sqlite3", path)
+	raw, err := sql.Open(driverName, path)
 	require.NoError(t, err)
 	_, err = raw.Exec("PRAGMA user_version = 99")
 	require.NoError(t, err)
@@ -274,7 +274,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 
 func TestOpenRefusesForeignDatabase(t *testing.T) {
 	path := dbPath(t)
-	raw, err := sql.Open("sqlite3", path)
+	raw, err := sql.Open(driverName, path)
 	require.NoError(t, err)
 	_, err = raw.Exec("CREATE TABLE events (id TEXT)")
 	require.NoError(t, err)
@@ -900,7 +900,7 @@ func TestStaleKeysArePrunedInBulk(t *testing.T) {
 // version of the store left it, and returns a connection to fill it.
 func createVersion1(t *testing.T, path string) *sql.DB {
 	t.Helper()
-	raw, err := sql.Open("sqlite3", "file:"+path)
+	raw, err := sql.Open(driverName, "file:"+path)
 	require.NoError(t, err)
 	raw.SetMaxOpenConns(1)
 	for _, q := range []string{

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	sqlite3 "github.com/mattn/go-sqlite3"
 	"github.com/stretchr/testify/require"
 
 	"github.com/asdeliver/scheduler/store"
@@ -209,13 +208,7 @@ func failCommits(t *testing.T, s *Store, fail *atomic.Bool) {
 	require.NoError(t, err)
 	defer conn.Close()
 	require.NoError(t, conn.Raw(func(dc any) error {
-		dc.(*sqlite3.SQLiteConn).RegisterCommitHook(func() int {
-			if fail.Load() {
-				return 1 // the commit becomes a rollback
-			}
-			return 0
-		})
-		return nil
+		return onCommit(dc, fail.Load) // true: the commit becomes a rollback
 	}))
 }
 

@@ -1,0 +1,68 @@
+//go:build cgo
+
+package sqlite
+
+import (
+	"database/sql/driver"
+	"errors"
+	"fmt"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
+)
+
+// driverName is the database/sql name of the driver: go-sqlite3, SQLite's
+// C library linked through cgo.
+const driverName = "sqlite3"
+
+// newDriver returns a go-sqlite3 driver that prepares every connection of
+// c: the key-hash function (for the migration to schema version 2), the
+// pragmas, and the size cap.
+func newDriver(c *connector) driver.Driver {
+	return &sqlite3.SQLiteDriver{ConnectHook: func(conn *sqlite3.SQLiteConn) error {
+		if err := conn.RegisterFunc("asdeliver_key_hash", keyHash, true); err != nil {
+			return fmt.Errorf("registering asdeliver_key_hash: %w", err)
+		}
+		for _, p := range c.pragmas {
+			if _, err := conn.Exec(p, nil); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+		}
+		if c.maxSize > 0 {
+			pageSize, err := queryInt(conn, "PRAGMA page_size")
+			if err != nil {
+				return fmt.Errorf("PRAGMA page_size: %w", err)
+			}
+			p := c.maxPageCount(pageSize)
+			if _, err := conn.Exec(p, nil); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+		}
+		return nil
+	}}
+}
+
+// queryInt returns the integer in the first column of the first row of
+// query on a raw connection.
+func queryInt(conn *sqlite3.SQLiteConn, query string) (int64, error) {
+	rows, err := conn.Query(query, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	dest := make([]driver.Value, len(rows.Columns()))
+	if err := rows.Next(dest); err != nil {
+		return 0, err
+	}
+	n, ok := dest[0].(int64)
+	if !ok {
+		return 0, fmt.Errorf("%s returned %T, not an integer", query, dest[0])
+	}
+	return n, nil
+}
+
+// isFull reports whether SQLite failed with SQLITE_FULL: the database
+// reached max_page_count, or the disk is full.
+func isFull(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.Code == sqlite3.ErrFull
+}
