@@ -190,6 +190,10 @@ type Config struct {
 	// clean Stop releases it at once. Defaults to DefaultLeaseTTL (30 s).
 	LeaseTTL time.Duration
 
+	// Observer, if set, is told of every attempt to deliver a transaction
+	// (see Observer; metrics/prometheus provides one). Defaults to nil.
+	Observer Observer
+
 	// Logger receives the scheduler's logs. Tokens are never logged.
 	// Defaults to discarding everything.
 	Logger *slog.Logger

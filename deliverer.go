@@ -35,7 +35,8 @@ type deliveryDeps struct {
 	// pause is how long to wait before trying again after a Store error,
 	// and between attempts to claim a lease another process holds.
 	pause     time.Duration
-	queryAuth bool // Config.LegacyQueryAuth
+	queryAuth bool     // Config.LegacyQueryAuth
+	observer  Observer // Config.Observer, or nil
 }
 
 // phase is where a deliverer stands. Transitions (run drives them):
@@ -390,13 +391,19 @@ func (d *deliverer) put(ctx context.Context, txn *store.Txn, verify bool) error 
 			"(a damaged store?); it is not sent. To drop the service's stored work, remove it from "+
 			"Config.Services and call Scheduler.Purge", errSendFailed, txn.ID)
 		d.noteDamaged(err, txn)
+		dl := newDelivery(d.id, txn)
+		dl.Err = err
+		d.observe(dl)
 		return err
 	}
 	body, err := wire.Body(txn.Format, txn.Items)
 	if err != nil {
 		return fmt.Errorf("error assembling transaction %d: %w", txn.ID, err)
 	}
+	started := d.clock.Now()
 	res, err := d.sender.PutTxn(ctx, d.endpoint(), txn.ID, body)
+	dl := newDelivery(d.id, txn)
+	dl.Bytes, dl.Duration, dl.Status, dl.Err = len(body), d.clock.Now().Sub(started), res.Status, err
 	if err != nil {
 		if ctx.Err() != nil {
 			// Stop ran out of time and cancelled the PUT: not the AS's
@@ -404,9 +411,11 @@ func (d *deliverer) put(ctx context.Context, txn *store.Txn, verify bool) error 
 			return errStopping
 		}
 		d.noteFailure(res, err, txn)
+		d.observe(dl)
 		return &sendFailure{err: err, retryAfter: res.RetryAfter}
 	}
 	d.noteSuccess(res, len(txn.Items))
+	d.observe(dl)
 	return nil
 }
 

@@ -80,6 +80,7 @@ func newScheduler(cfg Config, clk clock.Clock) (*Scheduler, error) {
 		leaseTTL:  cfg.LeaseTTL,
 		pause:     cfg.PollInterval,
 		queryAuth: cfg.LegacyQueryAuth,
+		observer:  cfg.Observer,
 	}
 	r, _ := s.newRoster(cfg.Services, nil)
 	s.roster.Store(r)

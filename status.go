@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/asdeliver/scheduler/store"
@@ -71,17 +72,53 @@ func (s *Scheduler) Status(ctx context.Context, serviceID string) (ServiceStatus
 	if err != nil {
 		return ServiceStatus{}, fmt.Errorf("error reading the store: %w", err)
 	}
-	st := ServiceStatus{ID: serviceID, StoredTxns: b.Txns, QueuedEvents: b.Queued}
+	d := s.deliverer(serviceID)
+	if d == nil && b.Txns == 0 && b.Queued == 0 {
+		return ServiceStatus{}, fmt.Errorf("%w: %q", ErrUnknownService, serviceID)
+	}
+	return s.statusOf(serviceID, b, d), nil
+}
+
+// Statuses reports on every service that is configured with a URL or has
+// work stored (UNCONFIGURED then), as Status does, sorted by ID. It reads
+// the Store once.
+func (s *Scheduler) Statuses(ctx context.Context) ([]ServiceStatus, error) {
+	backlogs, err := s.cfg.Store.Backlogs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("error reading the store: %w", err)
+	}
+	byID := make(map[string]store.Backlog, len(backlogs))
+	for _, b := range backlogs {
+		byID[b.Service] = b
+	}
+	deliverers := s.current().deliverers
+	ids := make([]string, 0, len(byID)+len(deliverers))
+	for id := range deliverers {
+		ids = append(ids, id)
+	}
+	for id := range byID {
+		if deliverers[id] == nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	out := make([]ServiceStatus, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, s.statusOf(id, byID[id], deliverers[id]))
+	}
+	return out, nil
+}
+
+// statusOf builds the status of service id from its backlog b and its
+// deliverer d, nil when it is not configured.
+func (s *Scheduler) statusOf(id string, b store.Backlog, d *deliverer) ServiceStatus {
+	st := ServiceStatus{ID: id, StoredTxns: b.Txns, QueuedEvents: b.Queued}
 	if !b.Oldest.IsZero() {
 		st.OldestWaiting = s.clock.Now().Sub(b.Oldest)
 	}
-	d := s.deliverer(serviceID)
 	if d == nil {
-		if b.Txns == 0 && b.Queued == 0 {
-			return ServiceStatus{}, fmt.Errorf("%w: %q", ErrUnknownService, serviceID)
-		}
 		st.State = StateUnconfigured
-		return st, nil
+		return st
 	}
 	snap := d.snapshot()
 	st.State = StateUp
@@ -96,7 +133,7 @@ func (s *Scheduler) Status(ctx context.Context, serviceID string) (ServiceStatus
 	st.LastAnswer = snap.lastAnswer
 	st.ConsecutiveFailures = snap.failures
 	st.Dropped = d.dropped.Load()
-	return st, nil
+	return st
 }
 
 // Purge deletes everything the Store holds for serviceID: stored
