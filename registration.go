@@ -182,6 +182,10 @@ func (r *Registration) regError(field, reason string) *RegistrationError {
 //     receive_ephemeral, de.sorunome.msc2409.push_ephemeral,
 //     org.matrix.msc3202 and io.element.msc4190 are optional booleans. A
 //     null value counts as absent.
+//   - Collections may nest at most 64 levels deep (the file's own mapping
+//     is the first; a registration needs four): a deeper file is refused
+//     before the YAML parser, whose work grows faster than the nesting,
+//     reads it.
 //   - Other keys are ignored, as Synapse does. A key may not appear twice in
 //     a mapping. Anchors, aliases and merge keys ("<<") work. Booleans are
 //     read as Synapse's YAML 1.1 parser reads them: unquoted yes, no, on and

@@ -370,6 +370,8 @@ func TestParseRegistrationRejects(t *testing.T) {
 		{"unknown anchor", regYAML(set("id", "*nope")), "", []string{"invalid YAML"}},
 		{"merge of a scalar", regYAML(set("x", "&x 1"), set("<<", "*x")), "", []string{"merge"}},
 		{"merge into itself", regYAML(set("namespaces", "&ns {<<: *ns}")), "namespaces", []string{"nested too deeply"}},
+		{"nested too deeply", regYAML(set("x-extra", strings.Repeat("[", 10100)+strings.Repeat("]", 10100))), "", []string{"nested more than 64 levels deep", "(line 10)"}},
+		{"nested too deeply by indentation", regYAML(set("x-extra", "\n"+deepBlock(100))), "", []string{"nested more than 64 levels deep"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -391,6 +393,16 @@ func TestParseRegistrationRejects(t *testing.T) {
 			require.NotContains(t, msg, "1234567890123", "a token that is a number is not shown either")
 		})
 	}
+}
+
+// deepBlock returns mappings nested depth levels deep by indentation,
+// each line indented one more space than the last, from one space on.
+func deepBlock(depth int) string {
+	var b strings.Builder
+	for i := range depth {
+		b.WriteString(strings.Repeat(" ", i+1) + "a:\n")
+	}
+	return b.String()
 }
 
 func TestParseRegistrationAccepts(t *testing.T) {

@@ -71,6 +71,10 @@ const URLHint = "set it to the base URL the application service listens on " +
 	"(e.g. http://localhost:29318), or to null if it should receive no events"
 
 func (f *File) read(data []byte) *Error {
+	// Before the parser, whose work grows faster than the nesting.
+	if err := checkNesting(data); err != nil {
+		return err
+	}
 	root, err := parseYAML(data)
 	if err != nil {
 		return err
