@@ -31,8 +31,9 @@ func URLSafe(s string) bool {
 	return true
 }
 
-// CheckURL checks that raw is an absolute http or https URL with a host
-// and no user information, query or fragment, and returns it without
+// CheckURL checks that raw is an absolute http or https URL with a host,
+// a port from 1 to 65535 if any, and no user information, query or
+// fragment, and returns it without
 // trailing '/'; or it returns why not. The reason shows the URL without its
 // password, and without any user information when that is what is wrong.
 func CheckURL(raw string) (string, string) {
@@ -52,6 +53,8 @@ func CheckURL(raw string) (string, string) {
 		return "", shown + " uses " + u.Scheme + ": only http and https are supported"
 	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
 		return "", shown + " has no host"
+	case !validPort(u.Port()):
+		return "", shown + " has port " + strconv.Quote(u.Port()) + ": a port is a number from 1 to 65535"
 	case u.User != nil:
 		// Credentials in a URL end up in logs, and the scheduler would
 		// not send them: an application service authenticates the
@@ -66,4 +69,14 @@ func CheckURL(raw string) (string, string) {
 		return "", shown + " has a fragment ('#'): a base URL cannot have one"
 	}
 	return strings.TrimRight(raw, "/"), ""
+}
+
+// validPort reports whether port, the port of a URL, is empty (the
+// scheme's default) or a number from 1 to 65535.
+func validPort(port string) bool {
+	if port == "" {
+		return true
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n >= 1
 }
