@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -435,4 +436,55 @@ func BenchmarkValidateEventStdlib(b *testing.B) {
 
 func TestMessageEventIsAbout400Bytes(t *testing.T) {
 	require.InDelta(t, 400, len(messageEvent), 60)
+}
+
+// TestLoneSurrogateIDsAreRefused checks that two events whose IDs differ
+// only in a lone UTF-16 surrogate escape, which both decode to U+FFFD,
+// cannot collapse into one: such a key is refused, by ParseEvent and by
+// Enqueue's check of a hand-built Event, while a surrogate pair is a
+// character like any other.
+func TestLoneSurrogateIDsAreRefused(t *testing.T) {
+	for _, c := range []struct{ key, value string }{
+		{"event_id", `$x\ud800`},
+		{"event_id", `$x\ud801`},
+		{"event_id", `$x\udc00`},
+		{"event_id", `$x\ud800\u0041`},
+		{"event_id", `$x\ud800\ud800`},
+		{"event_id", `\ude00$x`},
+		{"room_id", `!r\udbff:hs`},
+		{"sender", `@a\ud83d:hs`},
+		{"type", `m.\uDFFF`},
+		{"state_key", `\uD800`},
+	} {
+		fields := map[string]string{"event_id": "$1", "room_id": "!r:hs", "sender": "@a:hs", "type": "m.t"}
+		fields[c.key] = c.value
+		var b strings.Builder
+		b.WriteString("{")
+		for k, v := range fields {
+			fmt.Fprintf(&b, "%q:\"%s\",", k, v)
+		}
+		b.WriteString(`"content":{}}`)
+		raw := []byte(b.String())
+
+		_, err := ParseEvent(raw)
+		require.ErrorIs(t, err, ErrInvalidEvent, "%s", raw)
+		require.ErrorContains(t, err, c.key)
+		require.ErrorContains(t, err, "surrogate")
+
+		var decoded map[string]string
+		_ = json.Unmarshal(raw, &decoded) // decodes the lone surrogate as U+FFFD
+		ev := Event{ID: decoded["event_id"], RoomID: decoded["room_id"], Sender: decoded["sender"], Type: decoded["type"], Raw: raw}
+		if c.key == "state_key" {
+			sk := decoded["state_key"]
+			ev.StateKey = &sk
+		}
+		err = ev.validate(0)
+		require.ErrorIs(t, err, ErrInvalidEvent, "%s", raw)
+		require.ErrorContains(t, err, "surrogate")
+	}
+
+	ev, err := ParseEvent([]byte(`{"event_id":"$x\ud83d\ude00","room_id":"!r","sender":"@a","type":"t","x":"\ud800"}`))
+	require.NoError(t, err, "a pair is a character; content is not checked")
+	require.Equal(t, "$x😀", ev.ID)
+	require.NoError(t, ev.validate(0))
 }
