@@ -44,7 +44,15 @@ type Event struct {
 // are not looked at, but the whole of raw must be valid JSON and valid UTF-8
 // (an application service that cannot parse a transaction would refuse it
 // forever). An object that has one of those five members twice is rejected:
-// JSON parsers disagree about which one counts.
+// JSON parsers disagree about which one counts. So is one of those five
+// strings with a \u escape of a lone UTF-16 surrogate ("$x\ud800"): it
+// decodes to U+FFFD, so two distinct event IDs would become one and an
+// event would never be delivered. An event nested more than 128 levels deep
+// (arrays and objects, the event itself the first), or holding a number
+// beyond a 64-bit float's range (1e999), is refused too: an application
+// service could not decode the transaction that carries it, and would
+// refuse it forever. Enqueue checks the same of every Event, and
+// EnqueueEphemeral and EnqueueToDevice of their events and contents.
 //
 // Event.Raw is a copy of raw, byte for byte; the caller may reuse raw. Every
 // error is an *InvalidEventError with Index 0, matching ErrInvalidEvent.

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/asdeliver/scheduler/internal/eventjson"
@@ -171,7 +175,7 @@ func TestParseEventErrorNamesTheEvent(t *testing.T) {
 func TestParseEventAccepts(t *testing.T) {
 	base := `"event_id":"$1","room_id":"!r:hs","sender":"@a:hs","type":"m.room.message"`
 	for name, raw := range map[string]string{
-		"huge numbers":           `{` + base + `,"content":{"n":123456789012345678901234567890,"f":1e999999,"g":-0.0e-0}}`,
+		"huge numbers":           `{` + base + `,"content":{"n":123456789012345678901234567890,"f":1e-999999,"g":-0.0e-0}}`,
 		"deepest nesting":        `{` + base + `,"x":` + strings.Repeat("[", eventjson.MaxDepth-1) + strings.Repeat("]", eventjson.MaxDepth-1) + `}`,
 		"escapes everywhere":     `{` + base + `,"c":"\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00\ud800"}`,
 		"raw unicode":            `{` + base + `,"body":"日本語 😀 é"}`,
@@ -269,7 +273,7 @@ func TestValidateHandBuiltEvent(t *testing.T) {
 // refParseEvent is ParseEvent's definition written with encoding/json, slowly:
 // the oracle for FuzzParseEvent.
 func refParseEvent(raw []byte) (fields map[string]string, stateKey *string, ok bool) {
-	if !json.Valid(raw) || !utf8.Valid(raw) {
+	if !json.Valid(raw) || !utf8.Valid(raw) || !refDecodable(raw) {
 		return nil, nil, false
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -295,7 +299,7 @@ func refParseEvent(raw []byte) (fields map[string]string, stateKey *string, ok b
 			}
 			seen[key] = true
 			var s string
-			if err := json.Unmarshal(v, &s); err != nil || v[0] != '"' {
+			if err := json.Unmarshal(v, &s); err != nil || v[0] != '"' || refLoneSurrogate(v) {
 				return nil, nil, false
 			}
 			if key == "state_key" {
@@ -336,6 +340,10 @@ func FuzzParseEvent(f *testing.F) {
 		`{` + ok + `,"sender":"@m:hs"}`,
 		`{"event_id":"","room_id":"!r","sender":"@a","type":"t"}`,
 		`{` + ok + `,"n":123456789012345678901234567890,"f":1e999999,"g":-0.0e-0}`,
+		`{` + ok + `,"n":123456789012345678901234567890,"f":1e-999999,"g":-0.0e-0}`,
+		`{"event_id":"$x\ud800","room_id":"!r","sender":"@a","type":"t"}`,
+		`{"event_id":"$x\ud83d\ude00\udc00","room_id":"!r","sender":"@a","type":"t"}`,
+		`{` + ok + `,"x":` + strings.Repeat("[", 128) + strings.Repeat("]", 128) + `}`,
 		`{` + ok + `,"c":"\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00\ud800"}`,
 		`{` + ok + ",\"x\":\"\xff\"}",
 		`{` + ok + ",\"x\":\"a\tb\"}",
@@ -435,4 +443,170 @@ func BenchmarkValidateEventStdlib(b *testing.B) {
 
 func TestMessageEventIsAbout400Bytes(t *testing.T) {
 	require.InDelta(t, 400, len(messageEvent), 60)
+}
+
+// TestLoneSurrogateIDsAreRefused checks that two events whose IDs differ
+// only in a lone UTF-16 surrogate escape, which both decode to U+FFFD,
+// cannot collapse into one: such a key is refused, by ParseEvent and by
+// Enqueue's check of a hand-built Event, while a surrogate pair is a
+// character like any other.
+func TestLoneSurrogateIDsAreRefused(t *testing.T) {
+	for _, c := range []struct{ key, value string }{
+		{"event_id", `$x\ud800`},
+		{"event_id", `$x\ud801`},
+		{"event_id", `$x\udc00`},
+		{"event_id", `$x\ud800\u0041`},
+		{"event_id", `$x\ud800\ud800`},
+		{"event_id", `\ude00$x`},
+		{"room_id", `!r\udbff:hs`},
+		{"sender", `@a\ud83d:hs`},
+		{"type", `m.\uDFFF`},
+		{"state_key", `\uD800`},
+	} {
+		fields := map[string]string{"event_id": "$1", "room_id": "!r:hs", "sender": "@a:hs", "type": "m.t"}
+		fields[c.key] = c.value
+		var b strings.Builder
+		b.WriteString("{")
+		for k, v := range fields {
+			fmt.Fprintf(&b, "%q:\"%s\",", k, v)
+		}
+		b.WriteString(`"content":{}}`)
+		raw := []byte(b.String())
+
+		_, err := ParseEvent(raw)
+		require.ErrorIs(t, err, ErrInvalidEvent, "%s", raw)
+		require.ErrorContains(t, err, c.key)
+		require.ErrorContains(t, err, "surrogate")
+
+		var decoded map[string]string
+		_ = json.Unmarshal(raw, &decoded) // decodes the lone surrogate as U+FFFD
+		ev := Event{ID: decoded["event_id"], RoomID: decoded["room_id"], Sender: decoded["sender"], Type: decoded["type"], Raw: raw}
+		if c.key == "state_key" {
+			sk := decoded["state_key"]
+			ev.StateKey = &sk
+		}
+		err = ev.validate(0)
+		require.ErrorIs(t, err, ErrInvalidEvent, "%s", raw)
+		require.ErrorContains(t, err, "surrogate")
+	}
+
+	ev, err := ParseEvent([]byte(`{"event_id":"$x\ud83d\ude00","room_id":"!r","sender":"@a","type":"t","x":"\ud800"}`))
+	require.NoError(t, err, "a pair is a character; content is not checked")
+	require.Equal(t, "$x😀", ev.ID)
+	require.NoError(t, ev.validate(0))
+}
+
+// TestUndecodableEventsAreRefused checks that an event nested deeper than
+// receivers decode once the transaction body wraps it, or holding a number
+// no 64-bit float can hold, is refused at intake, in every kind of input:
+// a transaction with it would be refused forever and block every
+// transaction behind it.
+func TestUndecodableEventsAreRefused(t *testing.T) {
+	const base = `"event_id":"$1","room_id":"!r:hs","sender":"@a:hs","type":"m.t"`
+	nest := func(levels int) string { return strings.Repeat("[", levels) + strings.Repeat("]", levels) }
+	for name, c := range map[string]struct {
+		x    string
+		want string
+	}{
+		"10000 levels":        {nest(10000), "nested too deeply"},
+		"129 levels":          {nest(128), "more than 128"},
+		"1e999":               {"1e999", "out of range"},
+		"-1e999":              {"[-1e999]", "out of range"},
+		"2E+308":              {`{"a":2E+308}`, "out of range"},
+		"a 400-digit integer": {"1" + strings.Repeat("0", 400), "out of range"},
+		"1.8e308 in a list":   {"[0,1.8e308]", "out of range"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			raw := []byte(`{` + base + `,"x":` + c.x + `}`)
+			_, err := ParseEvent(raw)
+			require.ErrorIs(t, err, ErrInvalidEvent)
+			require.ErrorContains(t, err, c.want)
+			ev := Event{ID: "$1", RoomID: "!r:hs", Sender: "@a:hs", Type: "m.t", Raw: raw}
+			require.ErrorContains(t, ev.validate(0), c.want)
+
+			_, err = ParseEphemeralEvent([]byte(`{"type":"m.typing","room_id":"!r:hs","content":{"x":` + c.x + `}}`))
+			require.ErrorContains(t, err, c.want, "ephemeral")
+
+			m := ToDeviceMessage{Sender: "@a:hs", Type: "m.t", ToUserID: "@b:hs", ToDeviceID: "D",
+				Content: json.RawMessage(`{"x":` + c.x + `}`)}
+			require.ErrorContains(t, m.validate(0), c.want, "to-device")
+		})
+	}
+	for name, x := range map[string]string{
+		"128 levels in all": nest(127),
+		"the largest float": "1.7976931348623157e308",
+		"underflow is zero": "1e-999",
+		"a long integer":    "1" + strings.Repeat("0", 300),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseEvent([]byte(`{` + base + `,"x":` + x + `}`))
+			require.NoError(t, err)
+		})
+	}
+}
+
+// refDecodable reports whether the valid JSON data nests at most
+// eventjson.MaxDepth deep and has no number beyond a 64-bit float's range.
+func refDecodable(data []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil {
+		return false
+	}
+	var walk func(v any, depth int) bool
+	walk = func(v any, depth int) bool {
+		var items []any
+		switch v := v.(type) {
+		case json.Number:
+			_, err := strconv.ParseFloat(string(v), 64)
+			return err == nil
+		case []any:
+			items = v
+		case map[string]any:
+			for _, e := range v {
+				items = append(items, e)
+			}
+		default:
+			return true
+		}
+		if depth+1 > eventjson.MaxDepth {
+			return false
+		}
+		for _, e := range items {
+			if !walk(e, depth+1) {
+				return false
+			}
+		}
+		return true
+	}
+	return walk(v, 0)
+}
+
+// refLoneSurrogate reports whether the JSON string v has a \u escape of a
+// surrogate that utf16 does not decode as a pair with the next escape.
+func refLoneSurrogate(v json.RawMessage) bool {
+	s := string(v[1 : len(v)-1])
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			continue
+		}
+		if s[i+1] != 'u' {
+			i++
+			continue
+		}
+		n, _ := strconv.ParseUint(s[i+2:i+6], 16, 32)
+		if r := rune(n); utf16.IsSurrogate(r) {
+			if i+12 > len(s) || s[i+6:i+8] != `\u` {
+				return true
+			}
+			n2, _ := strconv.ParseUint(s[i+8:i+12], 16, 32)
+			if utf16.DecodeRune(r, rune(n2)) == unicode.ReplacementChar {
+				return true
+			}
+			i += 6
+		}
+		i += 5
+	}
+	return false
 }

@@ -169,15 +169,19 @@ func (r *Registration) regError(field, reason string) *RegistrationError {
 //     '|'; sender_localpart may only use the characters a URL does not
 //     encode (A-Z a-z 0-9 - . _ ~ /); the tokens may not contain control
 //     characters.
-//   - url is required: an absolute http or https URL with a host and
-//     without user information ("user:password@"), query or fragment, or
+//   - url is required: an absolute http or https URL with a host, a port
+//     from 1 to 65535 if any, and without user information
+//     ("user:password@"), query or fragment, or
 //     null (the service receives nothing). The error about user
 //     information does not show it.
 //     The empty string is an error, not null: Synapse would try to send to
 //     it and fail forever.
 //   - namespaces is optional (Synapse requires it); when present, a mapping
 //     whose optional users, aliases and rooms are lists of mappings, each
-//     with a string regex and a boolean exclusive. Every regex must compile
+//     with a string regex and a boolean exclusive, at most 1000 entries in
+//     all (each is a regex to compile and to run for every event; one
+//     alternation can replace many entries).
+//     Every regex must compile
 //     in Go's RE2 syntax, which has no look-arounds or back-references;
 //     \w, \d, \s and \b are Unicode-aware, as in Python 3 (see
 //     Namespace.Regex).
@@ -185,6 +189,10 @@ func (r *Registration) regError(field, reason string) *RegistrationError {
 //     receive_ephemeral, de.sorunome.msc2409.push_ephemeral,
 //     org.matrix.msc3202 and io.element.msc4190 are optional booleans. A
 //     null value counts as absent.
+//   - Collections may nest at most 64 levels deep (the file's own mapping
+//     is the first; a registration needs four): a deeper file is refused
+//     before the YAML parser, whose work grows faster than the nesting,
+//     reads it.
 //   - Other keys are ignored, as Synapse does. A key may not appear twice in
 //     a mapping. Anchors, aliases and merge keys ("<<") work. Booleans are
 //     read as Synapse's YAML 1.1 parser reads them: unquoted yes, no, on and
@@ -287,6 +295,9 @@ func (r *Registration) validate() error {
 		if u != r.URL {
 			r.URL = u
 		}
+	}
+	if len(r.Namespaces.Users)+len(r.Namespaces.Aliases)+len(r.Namespaces.Rooms) > regfile.MaxNamespaces {
+		return r.regError("namespaces", "has "+regfile.TooManyNamespaces)
 	}
 	for _, kind := range []struct {
 		name string

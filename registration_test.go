@@ -316,6 +316,12 @@ func TestParseRegistrationRejects(t *testing.T) {
 		{"url is opaque", regYAML(set("url", "http:bridge")), "url", []string{"no host"}},
 		{"url has a query", regYAML(set("url", "http://bridge:1/?access_token=x")), "url", []string{"query"}},
 		{"url has a fragment", regYAML(set("url", "'http://bridge:1/#x'")), "url", []string{"fragment"}},
+		{"url has port 0", regYAML(set("url", "http://bridge:0/")), "url", []string{"port", "65535"}},
+		{"url has a port too large", regYAML(set("url", "http://bridge:99999")), "url", []string{"port", "65535"}},
+		{"url has a port with leading zeros too large", regYAML(set("url", "http://bridge:0000065536")), "url", []string{"port"}},
+		{"url has a bad port", regYAML(set("url", "http://bridge:29x18")), "url", []string{"port"}},
+		{"too many namespaces", regYAML(set("namespaces", "\n  users: [{regex: '@a', exclusive: true}]\n  aliases: ["+strings.Repeat("{regex: '#a', exclusive: true}, ", 1000)+"]")),
+			"namespaces.aliases", []string{"1000", "users, aliases and rooms"}},
 		{"url has a user and password", regYAML(set("url", "http://user:SECRETpass@bridge:1/")), "url", []string{"credentials", "bridge:1"}},
 		{"url has a user", regYAML(set("url", "http://SECRETuser@bridge:1/")), "url", []string{"credentials", "bridge:1"}},
 		{"url has an empty password", regYAML(set("url", "http://user:@bridge:1/")), "url", []string{"credentials"}},
@@ -375,6 +381,8 @@ func TestParseRegistrationRejects(t *testing.T) {
 		{"unknown anchor", regYAML(set("id", "*nope")), "", []string{"invalid YAML"}},
 		{"merge of a scalar", regYAML(set("x", "&x 1"), set("<<", "*x")), "", []string{"merge"}},
 		{"merge into itself", regYAML(set("namespaces", "&ns {<<: *ns}")), "namespaces", []string{"nested too deeply"}},
+		{"nested too deeply", regYAML(set("x-extra", strings.Repeat("[", 10100)+strings.Repeat("]", 10100))), "", []string{"nested more than 64 levels deep", "(line 10)"}},
+		{"nested too deeply by indentation", regYAML(set("x-extra", "\n"+deepBlock(100))), "", []string{"nested more than 64 levels deep"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -396,6 +404,16 @@ func TestParseRegistrationRejects(t *testing.T) {
 			require.NotContains(t, msg, "1234567890123", "a token that is a number is not shown either")
 		})
 	}
+}
+
+// deepBlock returns mappings nested depth levels deep by indentation,
+// each line indented one more space than the last, from one space on.
+func deepBlock(depth int) string {
+	var b strings.Builder
+	for i := range depth {
+		b.WriteString(strings.Repeat(" ", i+1) + "a:\n")
+	}
+	return b.String()
 }
 
 func TestParseRegistrationAccepts(t *testing.T) {
@@ -504,6 +522,14 @@ func TestParseRegistrationAccepts(t *testing.T) {
 	}
 }
 
+func TestParseRegistrationAcceptsLimits(t *testing.T) {
+	r, err := ParseRegistration([]byte(regYAML(set("url", "http://bridge:65535"),
+		set("namespaces", "\n  users: [{regex: '@a', exclusive: true}]\n  rooms: ["+strings.Repeat("{regex: '!a', exclusive: true}, ", 999)+"]"))))
+	require.NoError(t, err)
+	require.Equal(t, "http://bridge:65535", r.URL)
+	require.Len(t, r.Namespaces.Rooms, 999)
+}
+
 // TestNamespaceRegexMatchesAsSynapse checks that a namespace regex reads
 // \w, \d, \s and \b as Synapse's Python 3 re does, Unicode-aware: every
 // want below is what re.match answers in CPython 3.11.
@@ -580,6 +606,8 @@ func TestValidateHandBuiltRegistration(t *testing.T) {
 		{func(r *Registration) { r.URL = "localhost" }, "url"},
 		{func(r *Registration) { r.URL = "unix://run/bridge.sock" }, "url"}, // unix:///run/bridge.sock is valid
 		{func(r *Registration) { r.URL = "https://bridge:pa55word@localhost:1" }, "url"},
+		{func(r *Registration) { r.URL = "https://localhost:70000" }, "url"},
+		{func(r *Registration) { r.Namespaces.Rooms = make([]Namespace, 1001) }, "namespaces"},
 		{func(r *Registration) { r.Namespaces.Rooms = []Namespace{{Regex: "!a"}, {Regex: "("}} }, "namespaces.rooms[1].regex"},
 	} {
 		bad := *r

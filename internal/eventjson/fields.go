@@ -74,11 +74,72 @@ func (f *Fields) Value(raw string, k Key) (string, error) {
 	if f.escaped&(1<<k) == 0 {
 		return quoted[1 : len(quoted)-1], nil
 	}
+	return decode(quoted, k)
+}
+
+// decode returns the value of the escaped JSON string quoted, the value of
+// key k. A lone UTF-16 surrogate escape is an error: JSON decoders replace
+// it with U+FFFD, so two values that differ only in one would decode to
+// the same string, and two events to one key.
+func decode[T string | []byte](quoted T, k Key) (string, error) {
+	if hasLoneSurrogate(string(quoted)) {
+		return "", fmt.Errorf(`%s has a \u escape of a lone UTF-16 surrogate (\ud800-\udfff not in a pair), `+
+			"which cannot be told apart from U+FFFD: escape a character, or a surrogate pair", k)
+	}
 	var s string
 	if err := json.Unmarshal([]byte(quoted), &s); err != nil {
 		return "", fmt.Errorf("%s: %w", k, err)
 	}
 	return s, nil
+}
+
+// hasLoneSurrogate reports whether the JSON string quoted, which Scan
+// accepted, has a \u escape of a surrogate that is not the high half of a
+// pair followed by its low half.
+func hasLoneSurrogate(quoted string) bool {
+	for i := 0; i < len(quoted); i++ {
+		if quoted[i] != '\\' {
+			continue
+		}
+		if quoted[i+1] != 'u' {
+			i++ // a one-character escape
+			continue
+		}
+		r := hex4(quoted[i+2 : i+6])
+		switch {
+		case r >= 0xdc00 && r < 0xe000:
+			return true // a low half alone
+		case r >= 0xd800 && r < 0xdc00:
+			if i+12 > len(quoted) || quoted[i+6] != '\\' || quoted[i+7] != 'u' {
+				return true
+			}
+			if lo := hex4(quoted[i+8 : i+12]); lo < 0xdc00 || lo >= 0xe000 {
+				return true
+			}
+			i += 11
+		default:
+			i += 5
+		}
+	}
+	return false
+}
+
+// hex4 returns the value of four hexadecimal digits.
+func hex4(s string) rune {
+	var r rune
+	for i := 0; i < 4; i++ {
+		c := rune(s[i])
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		default:
+			c -= 'A' - 10
+		}
+		r = r<<4 | c
+	}
+	return r
 }
 
 // Required returns the decoded value of key k, or an error saying that
@@ -106,9 +167,9 @@ func (f *Fields) Equal(raw []byte, k Key, want string) (bool, error) {
 	if f.escaped&(1<<k) == 0 {
 		return string(raw[f.start[k]+1:f.end[k]-1]) == want, nil
 	}
-	var s string
-	if err := json.Unmarshal(raw[f.start[k]:f.end[k]], &s); err != nil {
-		return false, fmt.Errorf("%s: %w", k, err)
+	s, err := decode(raw[f.start[k]:f.end[k]], k)
+	if err != nil {
+		return false, err
 	}
 	return s == want, nil
 }

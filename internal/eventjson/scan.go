@@ -4,12 +4,18 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"unicode/utf8"
 )
 
-// MaxDepth is the deepest nesting of arrays and objects an event may have:
-// encoding/json's limit, so that Scan accepts what json.Valid accepts.
-const MaxDepth = 10000
+// MaxDepth is the deepest nesting of arrays and objects an event (or an
+// ephemeral event, or a to-device message's content) may have, the event
+// itself being the first level. A transaction body wraps an event two or
+// three levels deeper, and an application service must decode it all:
+// encoding/json (and so mautrix-go) stops at 10,000 levels, Python's json
+// at about 1,000 (its recursion limit). 128 is well under both, and over
+// anything a real event needs.
+const MaxDepth = 128
 
 // scanError is a reason Scan or CheckObject rejected its input.
 type scanError struct {
@@ -33,7 +39,8 @@ func (e *scanError) Error() string {
 // does for struct fields).
 //
 // It accepts exactly what json.Valid and utf8.Valid both accept, when that
-// is an object without repeated keys of its own. It allocates nothing
+// is an object without repeated keys of its own, nested at most MaxDepth
+// deep, and without numbers beyond a 64-bit float's range. It allocates nothing
 // unless a key has escapes or data is invalid.
 func Scan(data []byte, f *Fields) error {
 	if err := scan(data, f); err != nil {
@@ -110,7 +117,8 @@ func scan(data []byte, f *Fields) *scanError {
 }
 
 // CheckObject checks that data is exactly one JSON object (with optional
-// surrounding white space) in valid UTF-8, nested at most MaxDepth deep.
+// surrounding white space) in valid UTF-8, nested at most MaxDepth deep,
+// without numbers beyond a 64-bit float's range.
 func CheckObject(data []byte) error {
 	s := scanner{data: data}
 	s.skipSpace()
@@ -142,6 +150,14 @@ func (s *scanner) fail(msg string) *scanError {
 }
 
 // failOrEOF reports msg, or "unexpected end of input" at the end.
+// refuse records, unless an error is recorded already, that valid JSON is
+// refused at s.pos for the reason msg.
+func (s *scanner) refuse(msg string) {
+	if s.err == nil {
+		s.err = &scanError{off: s.pos, msg: msg}
+	}
+}
+
 func (s *scanner) failOrEOF(msg string) *scanError {
 	if s.pos >= len(s.data) {
 		return s.fail("unexpected end of input")
@@ -227,7 +243,7 @@ func (s *scanner) array(depth int) bool {
 // member follows.
 func (s *scanner) open(depth int, end byte) (more, ok bool) {
 	if depth > MaxDepth {
-		s.fail("nested too deeply")
+		s.refuse(fmt.Sprintf("nested too deeply (more than %d levels of arrays and objects, which receivers may not decode)", MaxDepth))
 		return false, false
 	}
 	s.pos++
@@ -370,6 +386,7 @@ func isHex(c byte) bool {
 // number scans -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
 func (s *scanner) number() bool {
 	data, i := s.data, s.pos
+	exp := false
 	if data[i] == '-' {
 		i++
 	}
@@ -389,6 +406,16 @@ func (s *scanner) number() bool {
 			i++
 		}
 		if i = s.digits(i, "invalid number: digit expected in exponent"); i < 0 {
+			return false
+		}
+		exp = true
+	}
+	// A number beyond a 64-bit float's range (1e999) decodes to an error
+	// in Go and to infinity in Python. Only one with an exponent, or with
+	// more digits than the largest float has, can be one.
+	if exp || i-s.pos > 309 {
+		if _, err := strconv.ParseFloat(string(data[s.pos:i]), 64); err != nil {
+			s.refuse("number out of range of a 64-bit float, which receivers cannot decode")
 			return false
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"strconv"
 	"testing"
 	"unicode/utf8"
 
@@ -78,7 +79,7 @@ func TestCheckObject(t *testing.T) {
 // encoding/json, slowly: whether data is one JSON object in valid UTF-8,
 // whether it has one of the Keys twice, and the raw value of each it has.
 func reference(data []byte) (object, dup bool, found map[Key]json.RawMessage) {
-	if !json.Valid(data) || !utf8.Valid(data) {
+	if !json.Valid(data) || !utf8.Valid(data) || !decodable(data) {
 		return false, false, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -113,6 +114,7 @@ func FuzzScan(f *testing.F) {
 		`{"event_id":"$1","room_id":"!r:hs","sender":"@a:hs","type":"m.room.message","content":{"body":"hi"}}`,
 		`{"event\u005fid":"$1","EVENT_ID":2,"state_key":null,"sender":"\u0040a","sender":"@b"}`,
 		`[{}]`, `{"a":[1,-0.5e+3,true,false,null,"\ud800"]}`, "{\"a\":\"\xff\"}", `{"a":01}`, ` { } `, `{`,
+		`{"a":1e999}`, `{"a":[-1.8E308, 1e-999]}`, `{"a":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -137,7 +139,67 @@ func FuzzScan(f *testing.F) {
 			}
 			var want string
 			require.NoError(t, json.Unmarshal(v, &want))
+			if bytes.ContainsRune([]byte(want), utf8.RuneError) && hasLoneSurrogate(string(v)) {
+				// Decoded to U+FFFD, as another spelling would be: refused.
+				_, err := fields.Value(string(data), k)
+				require.ErrorContains(t, err, "lone UTF-16 surrogate")
+				_, err = fields.Equal(data, k, want)
+				require.ErrorContains(t, err, "lone UTF-16 surrogate")
+				continue
+			}
 			requireValue(t, &fields, data, k, want)
 		}
 	})
+}
+
+func TestValueRefusesLoneSurrogates(t *testing.T) {
+	for _, c := range []struct {
+		quoted string
+		lone   bool
+	}{
+		{`"a"`, false}, {`"\u00e9"`, false}, {`"\ud83d\ude00"`, false}, {`"\\ud800"`, false}, {`"\ufffd"`, false},
+		{`"\ud800"`, true}, {`"\udc00"`, true}, {`"\ud800x"`, true}, {`"\ud800\u0041"`, true},
+		{`"\ud800\ud800"`, true}, {`"\ud83d\ude00\ude00"`, true}, {`"\\\ud800"`, true}, {`"\uDBFF\uDFFF"`, false},
+	} {
+		require.Equal(t, c.lone, hasLoneSurrogate(c.quoted), c.quoted)
+	}
+}
+
+// decodable reports whether the valid JSON data nests at most MaxDepth
+// deep and has no number beyond a 64-bit float's range.
+func decodable(data []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil {
+		return false
+	}
+	var walk func(v any, depth int) bool
+	walk = func(v any, depth int) bool {
+		switch v := v.(type) {
+		case json.Number:
+			_, err := strconv.ParseFloat(string(v), 64)
+			return err == nil
+		case []any:
+			if depth+1 > MaxDepth {
+				return false
+			}
+			for _, e := range v {
+				if !walk(e, depth+1) {
+					return false
+				}
+			}
+		case map[string]any:
+			if depth+1 > MaxDepth {
+				return false
+			}
+			for _, e := range v {
+				if !walk(e, depth+1) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	return walk(v, 0)
 }

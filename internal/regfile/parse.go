@@ -71,6 +71,10 @@ const URLHint = "set it to the base URL the application service listens on " +
 	"(e.g. http://localhost:29318), or to null if it should receive no events"
 
 func (f *File) read(data []byte) *Error {
+	// Before the parser, whose work grows faster than the nesting.
+	if err := checkNesting(data); err != nil {
+		return err
+	}
 	root, err := parseYAML(data)
 	if err != nil {
 		return err
@@ -99,9 +103,10 @@ func (f *File) read(data []byte) *Error {
 	if n := r.optional("namespaces"); n != nil {
 		ns := reader{}
 		ns.mapping, ns.err = w.fields(n, "namespaces")
-		ns.namespaces(w, "users", &f.Users)
-		ns.namespaces(w, "aliases", &f.Aliases)
-		ns.namespaces(w, "rooms", &f.Rooms)
+		count := 0
+		ns.namespaces(w, "users", &f.Users, &count)
+		ns.namespaces(w, "aliases", &f.Aliases, &count)
+		ns.namespaces(w, "rooms", &f.Rooms, &count)
 		r.fail(ns.err)
 	}
 	return r.err
@@ -206,15 +211,32 @@ func (r *reader) protocols(dst *[]string) {
 	}
 }
 
+// MaxNamespaces is the most namespace entries (users, aliases and rooms
+// together) a registration may have. Each is a regex to compile and to run
+// for every event; real registrations have a handful, and one alternation
+// can replace many entries.
+const MaxNamespaces = 1000
+
+// TooManyNamespaces is the reason of the error for more than
+// MaxNamespaces namespace entries.
+var TooManyNamespaces = fmt.Sprintf("more than %d namespace entries in all (users, aliases and rooms), "+
+	"each a regex to compile and to run for every event: merge them into fewer regexes, "+
+	"such as one alternation (a|b|c)", MaxNamespaces)
+
 // namespaces reads the optional list of namespace entries at key (a null
-// one is an error: Synapse would fail on it).
-func (r *reader) namespaces(w *walker, key string, dst *[]Namespace) {
+// one is an error: Synapse would fail on it); count is the number of
+// entries read before, in all lists.
+func (r *reader) namespaces(w *walker, key string, dst *[]Namespace, count *int) {
 	n, ok := r.entries[key]
 	if r.err != nil || !ok {
 		return
 	}
 	entries, err := r.list(key, n, "{regex, exclusive} entries")
 	r.fail(err)
+	if *count += len(entries); r.err == nil && *count > MaxNamespaces {
+		r.fail(r.errorAt(key, "has "+TooManyNamespaces))
+		return
+	}
 	for i := 0; r.err == nil && i < len(entries); i++ {
 		e := reader{}
 		e.mapping, e.err = w.fields(entries[i], fmt.Sprintf("%s.%s[%d]", r.field, key, i))

@@ -31,8 +31,9 @@ func URLSafe(s string) bool {
 	return true
 }
 
-// CheckURL checks that raw is an absolute http or https URL with a host
-// and no user information, query or fragment, and returns it without
+// CheckURL checks that raw is an absolute http or https URL with a host,
+// a port from 1 to 65535 if any, and no user information, query or
+// fragment, and returns it without
 // trailing '/'; or it returns why not. The reason shows the URL without its
 // password, and without any user information when that is what is wrong.
 func CheckURL(raw string) (string, string) {
@@ -55,6 +56,8 @@ func CheckURL(raw string) (string, string) {
 		return "", shown + " uses " + u.Scheme + ": only http, https and unix (a socket: unix:///run/as.sock) are supported"
 	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
 		return "", shown + " has no host"
+	case !validPort(u.Port()):
+		return "", shown + " has port " + strconv.Quote(u.Port()) + ": a port is a number from 1 to 65535"
 	case u.User != nil:
 		// Credentials in a URL end up in logs, and the scheduler would
 		// not send them: an application service authenticates the
@@ -90,4 +93,14 @@ func checkUnixURL(raw string, u *url.URL, shown string) (string, string) {
 		return "", shown + " is not written plainly: use unix:// and the socket's path, without escapes"
 	}
 	return raw, ""
+}
+
+// validPort reports whether port, the port of a URL, is empty (the
+// scheme's default) or a number from 1 to 65535.
+func validPort(port string) bool {
+	if port == "" {
+		return true
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n >= 1
 }

@@ -30,6 +30,10 @@
 //     deleted when the last of them completes or purges it.
 //   - The schema is versioned and migrated forward by Open; a file written
 //     by a newer version is refused with ErrSchemaTooNew rather than misread.
+//   - A store whose file (or whole directory) is removed while it is open
+//     stops acknowledging: under SynchronousFull, every call after the sync
+//     that finds the file without a name fails with ErrRemoved, since a
+//     restart would find none of what it wrote.
 //   - A file that belongs to something else (another application_id, a
 //     schema version or tables without asdeliver's application_id, or no
 //     SQLite database at all) is refused before anything is written to it,
@@ -130,6 +134,15 @@ var ErrSchemaTooNew = errors.New("sqlite: database schema is newer than this ver
 // what was stored before is intact. Space comes back as the application
 // services are delivered to: each completed transaction frees its items.
 var ErrFull = errors.New("sqlite: database is full")
+
+// ErrRemoved is returned by every call, once the database file or its
+// -wal file has been removed (or the directory holding them) while the
+// store is open: what SQLite writes to them then would be lost at the next
+// restart, so nothing more is acknowledged. Under SynchronousFull (the
+// default) the check follows every sync of the log, so the first call
+// whose commit went into a removed file fails; under SynchronousNormal
+// there is no such sync, and no check. Restore the files and reopen.
+var ErrRemoved = errors.New("sqlite: the database file was removed while the store was open")
 
 // Synchronous says how hard SQLite works to make a commit durable before the
 // call that made it returns.

@@ -34,6 +34,9 @@ var errSyncFailed = errors.New("sqlite: syncing the write-ahead log failed earli
 // header whenever it starts reusing the file, as synchronous=NORMAL does.
 type syncer struct {
 	wal *os.File // the -wal file, opened read-only: fsync needs no write access
+	// db is the database file, opened read-only to check after each sync
+	// that it still has a name (see ErrRemoved).
+	db *os.File
 	// datasync syncs wal: the package's datasync; tests replace it.
 	datasync func(*os.File) error
 
@@ -60,8 +63,14 @@ func newSyncer(dbFile string) (*syncer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the write-ahead log to sync it: %w", err)
 	}
+	db, err := os.Open(dbFile)
+	if err != nil {
+		_ = wal.Close()
+		return nil, fmt.Errorf("opening the database file to watch it: %w", err)
+	}
 	return &syncer{
 		wal:      wal,
+		db:       db,
 		datasync: datasync,
 		kick:     make(chan struct{}, 1),
 		run:      lifecycle.New(context.Background()),
@@ -106,6 +115,13 @@ func (y *syncer) loop() {
 		if failed == nil {
 			if err := y.datasync(y.wal); err != nil {
 				failed = fmt.Errorf("%w: %w", errSyncFailed, err)
+			} else if unlinked(y.wal) || unlinked(y.db) {
+				// Synced, but into files no one can open again: a restart
+				// would find none of it.
+				failed = fmt.Errorf("%w: %s (or its -wal file) has no name any more: restore the directory, "+
+					"then restart to open the store again; nothing more is acknowledged", ErrRemoved, y.db.Name())
+			}
+			if failed != nil {
 				y.mu.Lock()
 				y.err = failed
 				y.mu.Unlock()
@@ -122,5 +138,5 @@ func (y *syncer) loop() {
 
 // close closes the log file; the goroutine has ended.
 func (y *syncer) close() error {
-	return y.wal.Close()
+	return errors.Join(y.wal.Close(), y.db.Close())
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,4 +117,21 @@ func TestCallsQueuedWhenASyncFailsDoNotRun(t *testing.T) {
 	release()
 	require.ErrorIs(t, <-second, errSyncFailed)
 	require.Equal(t, before, commits(s), "nothing runs once a sync has failed")
+}
+
+func TestRemovedDirectoryFailsEveryLaterCall(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, filepath.Join(dir, "asdeliver.db"), Options{})
+	ctx := context.Background()
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$a", "a", "svc")}))
+
+	require.NoError(t, os.RemoveAll(dir))
+	// The commit goes into files that a restart cannot find: it is not
+	// acknowledged, and neither is anything after it.
+	err := s.Append(ctx, []store.Entry{entry("$b", "b", "svc")})
+	require.ErrorIs(t, err, ErrRemoved)
+	require.ErrorContains(t, err, dir)
+	require.ErrorIs(t, s.Append(ctx, []store.Entry{entry("$c", "c", "svc")}), ErrRemoved)
+	_, err = s.Backlogs(ctx)
+	require.ErrorIs(t, err, ErrRemoved)
 }
