@@ -2,6 +2,7 @@ package regfile
 
 import (
 	"errors"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -43,19 +44,35 @@ func CheckURL(raw string) (string, string) {
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return "", "is not a valid URL (" + err.Error() + ")"
+		if strings.Contains(raw, "@") {
+			return "", "is not a valid URL (" + err.Error() + ")" // it may hold a password: not shown
+		}
+		return "", strconv.Quote(raw) + " is not a valid URL (" + err.Error() + ")"
 	}
-	shown := strconv.Quote(u.Redacted())
+	// As written, unless it holds user information, whose password
+	// must not be shown: url.URL would percent-escape a placeholder.
+	shown := strconv.Quote(raw)
+	if u.User != nil {
+		shown = strconv.Quote(u.Redacted())
+	}
 	if u.Scheme == "unix" {
 		return checkUnixURL(raw, u, shown)
 	}
 	switch {
+	case strings.HasPrefix(raw, "/") || u.Scheme == "" && !strings.Contains(raw, "."):
+		return "", shown + " is not absolute: it needs http:// or https://"
+	case !strings.Contains(raw, "://") && u.Scheme != "http" && u.Scheme != "https":
+		// localhost:9000 parses as scheme "localhost", bridge.example.org
+		// as a path.
+		return "", shown + " is not absolute, it has no scheme: write " + strconv.Quote("http://"+raw) + " (or https://)"
 	case u.Scheme == "":
 		return "", shown + " is not absolute: it needs http:// or https://"
 	case u.Scheme != "http" && u.Scheme != "https":
 		return "", shown + " uses " + u.Scheme + ": only http, https and unix (a socket: unix:///run/as.sock) are supported"
 	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
 		return "", shown + " has no host"
+	case !validHost(u.Hostname()):
+		return "", shown + " has host " + strconv.Quote(u.Hostname()) + ", which is not a host name or an IP address (a placeholder left in?)"
 	case !validPort(u.Port()):
 		return "", shown + " has port " + strconv.Quote(u.Port()) + ": a port is a number from 1 to 65535"
 	case u.User != nil:
@@ -103,4 +120,18 @@ func validPort(port string) bool {
 	}
 	n, err := strconv.ParseUint(port, 10, 16)
 	return err == nil && n >= 1
+}
+
+// validHost reports whether host, the host of a URL without its port, is
+// an IP address or a DNS name: letters, digits, '-', '_' and dots.
+func validHost(host string) bool {
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return true
+	}
+	for _, c := range host {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return host != ""
 }
