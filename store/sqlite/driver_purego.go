@@ -77,16 +77,7 @@ func queryInt(ctx context.Context, conn sqlite.ExecQuerierContext, query string)
 	if err != nil {
 		return 0, err
 	}
-	defer rows.Close()
-	dest := make([]driver.Value, len(rows.Columns()))
-	if err := rows.Next(dest); err != nil {
-		return 0, err
-	}
-	n, ok := dest[0].(int64)
-	if !ok {
-		return 0, fmt.Errorf("%s returned %T, not an integer", query, dest[0])
-	}
-	return n, nil
+	return firstInt(rows, query)
 }
 
 // isFull reports whether SQLite failed with SQLITE_FULL: the database

@@ -556,6 +556,21 @@ func (c *connector) Driver() driver.Driver {
 	return c.drv
 }
 
+// firstInt returns the integer in the first column of the first row of
+// rows, the answer to query, and closes rows.
+func firstInt(rows driver.Rows, query string) (int64, error) {
+	defer rows.Close()
+	dest := make([]driver.Value, len(rows.Columns()))
+	if err := rows.Next(dest); err != nil {
+		return 0, err
+	}
+	n, ok := dest[0].(int64)
+	if !ok {
+		return 0, fmt.Errorf("%s returned %T, not an integer", query, dest[0])
+	}
+	return n, nil
+}
+
 // maxPageCount returns the pragma that caps the file at c.maxSize for a
 // page size, "" without a cap. SQLite keeps a cap below the current size
 // at the current size.
