@@ -140,31 +140,28 @@ func pythonClasses(pattern string) string {
 // pythonEscape returns the RE2 spelling of the escape \c as Python reads
 // it, inside a character class or not.
 func pythonEscape(c byte, inClass bool) string {
+	// \w and \s, and their negations \W and \S: items of a class.
+	classes := map[byte]struct {
+		items string
+		not   func() string // the complement's items, for inside a class
+	}{'w': {wordItems, notWordItems}, 's': {spaceItems, notSpaceItems}}
+	if cl, ok := classes[c]; ok {
+		if inClass {
+			return cl.items
+		}
+		return "[" + cl.items + "]"
+	}
+	if cl, ok := classes[c+'a'-'A']; ok && c >= 'A' && c <= 'Z' {
+		if inClass {
+			return cl.not()
+		}
+		return "[^" + cl.items + "]"
+	}
 	switch c {
-	case 'w':
-		if inClass {
-			return wordItems
-		}
-		return "[" + wordItems + "]"
-	case 'W':
-		if inClass {
-			return notWordItems()
-		}
-		return "[^" + wordItems + "]"
 	case 'd':
 		return `\p{Nd}`
 	case 'D':
 		return `\P{Nd}`
-	case 's':
-		if inClass {
-			return spaceItems
-		}
-		return "[" + spaceItems + "]"
-	case 'S':
-		if inClass {
-			return notSpaceItems()
-		}
-		return "[^" + spaceItems + "]"
 	case 'b':
 		if inClass {
 			return `\x08`
