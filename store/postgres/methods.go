@@ -94,129 +94,51 @@ func newAppendSet(entries []store.Entry, created []time.Time) *appendSet {
 	return set
 }
 
-// appendReads are the answers of the statements queueLocks queues.
-type appendReads struct {
-	pending []int32 // indexes of the pairs whose key is pending already
-	seqs    []int64
+// appendResult is what an Append's statements report.
+type appendResult struct {
+	outboxed bool     // the outbox held rows: nothing was written
+	services []string // the services that got queue rows
+	lastSeqs []int64  // their heads' last_seq after the Append
 }
 
-// queueLocks queues on b, for set, the first statements of an Append's
-// transaction: lock the heads rows of its services (sorted: LockRows runs
-// above the sort), find the pairs whose key is already pending, and draw
-// one Seq per entry. The heads rows must exist (ensure).
-func (s *Store) queueLocks(b *pgx.Batch, set *appendSet) *appendReads {
-	r := &appendReads{}
+// queueAppend queues on b, for set, the statements of an Append, which
+// must run in one transaction: lock the heads rows of its services (in
+// sorted order: LockRows runs above the sort), then write everything in
+// one statement (appendItems). The heads rows must exist (ensure). With
+// checkOutbox, nothing is written if the outbox holds rows.
+func (s *Store) queueAppend(b *pgx.Batch, set *appendSet, checkOutbox bool) *appendResult {
+	r := &appendResult{}
 	b.Queue(s.sql.lockHeads, set.services)
-	var (
-		ns    []int32
-		svcs  []string
-		kinds []int16
-		keys  [][]byte
-	)
+	kinds := make([]int16, len(set.entries))
+	keys := make([][]byte, len(set.entries))
+	datas := make([][]byte, len(set.entries))
+	for i, e := range set.entries {
+		kinds[i], keys[i], datas[i] = int16(e.Kind), []byte(e.Key), e.Data
+	}
+	created := set.created
+	if created == nil {
+		created = []time.Time{} // unnest pads it with NULL: now()
+	}
+	entries := make([]int32, len(set.pairs))
+	services := make([]string, len(set.pairs))
 	for n, p := range set.pairs {
-		if e := set.entries[p.entry]; e.Key != "" {
-			ns, svcs, kinds, keys = append(ns, int32(n)), append(svcs, p.service), append(kinds, int16(e.Kind)), append(keys, []byte(e.Key))
-		}
+		entries[n], services[n] = int32(p.entry+1), p.service
 	}
-	if len(ns) > 0 {
-		b.Queue(s.sql.pendingPairs, ns, svcs, kinds, keys).Query(func(rows pgx.Rows) (err error) {
-			r.pending, err = pgx.CollectRows(rows, pgx.RowTo[int32])
-			return err
-		})
-	}
-	b.Queue(s.sql.drawSeqs, len(set.entries)).Query(func(rows pgx.Rows) (err error) {
-		r.seqs, err = pgx.CollectRows(rows, pgx.RowTo[int64])
-		slices.Sort(r.seqs) // nextval's order within a statement is not the rows' order
-		return err
+	b.Queue(s.sql.appendItems, kinds, keys, datas, created, entries, services,
+		checkOutbox, s.channel, s.workNotice(set.services)).QueryRow(func(row pgx.Row) error {
+		var notified int64
+		return row.Scan(&r.outboxed, &r.services, &r.lastSeqs, &notified)
 	})
 	return r
 }
 
-// writeAppend writes, in tx, which holds the locks of queueLocks and r,
-// the items of set and their queue rows, except the pairs already pending
-// and the entries left without pairs, counts them in the heads rows and
-// notifies the other Stores, which hear of it when tx commits. Entries get
-// Seqs in their order.
-func (s *Store) writeAppend(ctx context.Context, tx pgx.Tx, set *appendSet, r *appendReads) error {
-	if len(r.seqs) < len(set.entries) {
-		return fmt.Errorf("drew %d Seq values for %d entries", len(r.seqs), len(set.entries))
-	}
-	skip := make([]bool, len(set.pairs))
-	for _, n := range r.pending {
-		if n < 0 || int(n) >= len(skip) {
-			return fmt.Errorf("the pending-key lookup returned pair %d of %d", n, len(skip))
-		}
-		skip[n] = true
-	}
-	wanted := make([][]string, len(set.entries))
-	for n, p := range set.pairs {
-		if !skip[n] {
-			wanted[p.entry] = append(wanted[p.entry], p.service)
+// record tells w of the Store's own Append, once it has committed.
+func (r *appendResult) record(w *watchers) {
+	for i, svc := range r.services {
+		if i < len(r.lastSeqs) {
+			w.appended(svc, r.lastSeqs[i])
 		}
 	}
-	var (
-		seqs    []int64
-		kinds   []int16
-		keys    [][]byte
-		datas   [][]byte
-		created []time.Time
-		lo, hi  []int32
-		shared  []string
-		qSvcs   []string
-		qSeqs   []int64
-		counts  = make(map[string]int64)
-		last    = make(map[string]int64)
-	)
-	next := 0
-	for i, e := range set.entries {
-		if len(wanted[i]) == 0 {
-			continue
-		}
-		seq := r.seqs[next]
-		next++
-		seqs, kinds, keys, datas = append(seqs, seq), append(kinds, int16(e.Kind)), append(keys, []byte(e.Key)), append(datas, e.Data)
-		if set.created != nil {
-			created = append(created, set.created[i])
-		}
-		if len(wanted[i]) > 1 {
-			lo, hi = append(lo, int32(len(shared)+1)), append(hi, int32(len(shared)+len(wanted[i])))
-			shared = append(shared, wanted[i]...)
-		} else {
-			lo, hi = append(lo, 0), append(hi, 0)
-		}
-		for _, svc := range wanted[i] {
-			qSvcs, qSeqs = append(qSvcs, svc), append(qSeqs, seq)
-			counts[svc]++
-			last[svc] = seq
-		}
-	}
-	if len(seqs) == 0 {
-		return nil
-	}
-	if created == nil {
-		created = []time.Time{} // unnest pads it with NULL: now()
-	}
-	var hSvcs []string
-	var hCounts, hLast []int64
-	for _, svc := range set.services {
-		if counts[svc] > 0 {
-			hSvcs, hCounts, hLast = append(hSvcs, svc), append(hCounts, counts[svc]), append(hLast, last[svc])
-		}
-	}
-	b := &pgx.Batch{}
-	b.Queue(s.sql.insertItems, seqs, kinds, keys, datas, created, lo, hi, shared)
-	b.Queue(s.sql.insertQueue, qSvcs, qSeqs)
-	b.Queue(s.sql.advanceHeads, hSvcs, hCounts, hLast).Query(func(rows pgx.Rows) error {
-		var service string
-		var lastSeq int64
-		_, err := pgx.ForEachRow(rows, []any{&service, &lastSeq}, func() error {
-			s.watch.appended(service, lastSeq)
-			return nil
-		})
-		return err
-	})
-	b.Queue(s.sql.notify, s.channel, s.workNotice(hSvcs))
-	return tx.SendBatch(ctx, b).Close()
 }
 
 // missing returns the services of which this Store has not seen rows in
@@ -309,30 +231,18 @@ func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 	}
 }
 
-// appendOnce runs Append's transaction for set. With checkOutbox, it first
-// looks for committed outbox rows and, if there are any, writes nothing
-// and reports outboxed.
+// appendOnce runs Append's transaction for set in one round trip: the
+// batch is one implicit transaction, committed at its end. With
+// checkOutbox, it writes nothing and reports outboxed when committed
+// outbox rows wait.
 func (s *Store) appendOnce(ctx context.Context, set *appendSet, checkOutbox bool) (outboxed bool, err error) {
-	// Round trips: begin, look, lock and read; write; commit.
 	b := &pgx.Batch{}
-	b.BeginTx(pgx.TxOptions{})
-	if checkOutbox {
-		b.Queue(s.sql.outboxAny).QueryRow(func(row pgx.Row) error { return row.Scan(&outboxed) })
-	}
-	reads := s.queueLocks(b, set)
-	br := s.pool.SendBatch(ctx, b)
-	tx := br.Tx()
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a no-op after Commit
-	if err := br.Close(); err != nil {
+	r := s.queueAppend(b, set, checkOutbox)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return false, err
 	}
-	if outboxed {
-		return true, nil
-	}
-	if err := s.writeAppend(ctx, tx, set, reads); err != nil {
-		return false, err
-	}
-	return false, tx.Commit(ctx)
+	r.record(&s.watch)
+	return r.outboxed, nil
 }
 
 // micros returns d in whole microseconds, rounded up.

@@ -208,6 +208,7 @@ func (s *Store) forwardOnce(ctx context.Context) (int, error) {
 	}
 	set := newAppendSet(entries, created)
 	var missing []string
+	var written *appendResult
 	if len(set.entries) > 0 {
 		// In this transaction, not on another connection of the pool,
 		// which may have no other to give.
@@ -215,16 +216,16 @@ func (s *Store) forwardOnce(ctx context.Context) (int, error) {
 		if missing = s.missing(set.services); len(missing) > 0 {
 			s.queueEnsure(b, missing)
 		}
-		reads := s.queueLocks(b, set)
+		written = s.queueAppend(b, set, false)
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return 0, err
-		}
-		if err := s.writeAppend(ctx, tx, set, reads); err != nil {
 			return 0, err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, err
+	}
+	if written != nil {
+		written.record(&s.watch)
 	}
 	s.markKnown(missing)
 	s.watch.deliver(work(set.services))

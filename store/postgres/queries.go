@@ -4,9 +4,7 @@ package postgres
 // statement's comment says what it relies on; the package doc says why.
 type queries struct {
 	ensureServices, ensureHeads string
-	lockHeads, pendingPairs     string
-	drawSeqs, insertItems       string
-	insertQueue, advanceHeads   string
+	lockHeads, appendItems      string
 	claim, release              string
 	lockLease, shareLease       string
 	page, formTxn               string
@@ -53,32 +51,66 @@ ON CONFLICT DO NOTHING`),
 		lockHeads: x(`SELECT 1 FROM {s}.heads WHERE service = ANY ($1::text[])
 ORDER BY service COLLATE "C" FOR NO KEY UPDATE`),
 
-		// pendingPairs returns the pairs (number $1, service $2, kind $3,
-		// key $4) whose kind and key are pending for the service: one
-		// lookup per pair through the key index (LATERAL keeps it so), so
-		// that its cost follows the call, not the backlog.
-		pendingPairs: x(`SELECT p.n FROM unnest($1::integer[], $2::text[], $3::smallint[], $4::bytea[]) AS p(n, service, kind, key)
-CROSS JOIN LATERAL (
-	SELECT 1 FROM {s}.items it JOIN {s}.queue q ON q.seq = it.seq AND q.service = p.service
-	WHERE it.key = p.key AND it.key <> '' AND it.kind = p.kind
-	LIMIT 1
-) hit`),
-		// drawSeqs draws $1 values of items_seq; the caller sorts them.
-		drawSeqs: x(`SELECT nextval('{s}.items_seq') FROM generate_series(1, $1::integer)`),
-		// insertItems stores items. An item queued for several services
-		// gets their IDs as the slice [$6, $7] of $8 (1-based bounds; an
-		// empty slice for an item of one service).
-		insertItems: x(`INSERT INTO {s}.items (seq, kind, key, data, created, services)
-SELECT u.seq, u.kind, u.key, u.data, coalesce(u.created, now()), CASE WHEN u.hi > u.lo THEN ($8::text[])[u.lo:u.hi] END
-FROM unnest($1::bigint[], $2::smallint[], $3::bytea[], $4::bytea[], $5::timestamptz[], $6::integer[], $7::integer[])
-	AS u(seq, kind, key, data, created, lo, hi)`),
-		insertQueue: x(`INSERT INTO {s}.queue (service, seq) SELECT * FROM unnest($1::text[], $2::bigint[])`),
-		// advanceHeads counts what an Append queued and returns each
-		// service's new last_seq.
-		advanceHeads: x(`UPDATE {s}.heads h SET appended = h.appended + u.n, last_seq = greatest(h.last_seq, u.last)
-FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(service, n, last)
-WHERE h.service = u.service
-RETURNING h.service, h.last_seq`),
+		// appendItems writes an Append, whose services' heads rows the
+		// transaction has locked, in one statement: entries ($1 kinds, $2
+		// keys, $3 data, $4 append times, NULL for now()) and the pairs
+		// of an entry number (1-based, $5) and a service ($6) that want
+		// them. A pair whose kind and key are pending for its service
+		// already is dropped (one lookup per pair through the key index:
+		// OFFSET 0 keeps the planner from scanning the service's queue
+		// instead), then the entries left without pairs. The others draw
+		// Seqs in entry order (nextval's order is not the rows', so the
+		// values drawn are sorted) and get their items, queue rows and
+		// heads counts; a service's items are listed with the item when
+		// there are several. One notification ($8, $9) goes out when
+		// anything was queued. With $7, when the outbox holds rows, it
+		// writes nothing and reports outboxed. It returns outboxed and
+		// the services queued to with their new last_seq.
+		appendItems: x(`WITH ob AS (
+	SELECT $7::boolean AND EXISTS (SELECT 1 FROM {s}.outbox) AS outboxed
+),
+e AS (
+	SELECT u.n, u.kind, u.key, u.data, u.created
+	FROM unnest($1::smallint[], $2::bytea[], $3::bytea[], $4::timestamptz[]) WITH ORDINALITY AS u(kind, key, data, created, n)
+),
+kept AS (
+	SELECT p.entry, p.service, p.n
+	FROM unnest($5::integer[], $6::text[]) WITH ORDINALITY AS p(entry, service, n)
+	JOIN e ON e.n = p.entry
+	WHERE NOT (SELECT outboxed FROM ob) AND (e.key = '' OR NOT EXISTS (
+		SELECT 1 FROM (SELECT seq FROM {s}.items WHERE key = e.key AND key <> '' AND kind = e.kind OFFSET 0) it
+		WHERE EXISTS (SELECT 1 FROM {s}.queue q WHERE q.service = p.service AND q.seq = it.seq)))
+),
+wanted AS (
+	SELECT entry, array_agg(service ORDER BY n) AS services, row_number() OVER (ORDER BY entry) AS r
+	FROM kept GROUP BY entry
+),
+seqs AS (
+	SELECT seq, row_number() OVER (ORDER BY seq) AS r
+	FROM (SELECT nextval('{s}.items_seq') AS seq FROM generate_series(1, (SELECT count(*) FROM wanted))) d
+),
+placed AS (
+	SELECT w.entry, w.services, s.seq FROM wanted w JOIN seqs s ON s.r = w.r
+),
+new_items AS (
+	INSERT INTO {s}.items (seq, kind, key, data, created, services)
+	SELECT p.seq, e.kind, e.key, e.data, coalesce(e.created, now()), CASE WHEN cardinality(p.services) > 1 THEN p.services END
+	FROM placed p JOIN e ON e.n = p.entry
+),
+new_queue AS (
+	INSERT INTO {s}.queue (service, seq) SELECT k.service, p.seq FROM kept k JOIN placed p ON p.entry = k.entry
+),
+heads AS (
+	UPDATE {s}.heads h SET appended = h.appended + c.n, last_seq = greatest(h.last_seq, c.last)
+	FROM (SELECT k.service, count(*) AS n, max(p.seq) AS last FROM kept k JOIN placed p ON p.entry = k.entry GROUP BY k.service) c
+	WHERE h.service = c.service
+	RETURNING h.service, h.last_seq
+),
+notified AS (
+	SELECT pg_notify($8, $9) FROM (SELECT 1 FROM heads LIMIT 1) x
+)
+SELECT (SELECT outboxed FROM ob), h.services, h.last_seqs, (SELECT count(*) FROM notified)
+FROM (SELECT array_agg(service ORDER BY service) AS services, array_agg(last_seq ORDER BY service) AS last_seqs FROM heads) h`),
 
 		// claim grants the lease to owner $2 for $3 microseconds, on the
 		// database's clock, if it is free, expired or already $2's: the
