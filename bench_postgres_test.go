@@ -277,11 +277,31 @@ func benchReg(i int, url, hsToken string) *Registration {
 // openBenchPostgres opens a PostgreSQL store on schema, as one process of
 // several sharing it would, and closes it at cleanup (before the schema
 // is dropped).
-func openBenchPostgres(b *testing.B, schema string) *postgres.Store {
+func openBenchPostgres(b testing.TB, schema string) *postgres.Store {
 	st, err := postgres.OpenWithOptions(context.Background(), pgtest.DSN(b), postgres.Options{Schema: schema})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = st.Close() })
 	return st
+}
+
+// benchLatencyCrossProcess is BenchmarkLatency/store=postgres/cross-process:
+// a child process holds the service's lease and sends; this process
+// enqueues, and its own Scheduler, which waits for the lease, must send
+// nothing.
+func benchLatencyCrossProcess(b *testing.B) {
+	schema := pgtest.NewSchema(b)
+	rec := newLatencyRecorder()
+	as := newBenchAS(b)
+	rec.watch(as)
+	child := startBenchChild(b, benchChildSpec{Schema: schema, URL: as.URL(), HSToken: as.HSToken(), Warm: len(rec.lat)})
+	child.waitEvents(b, as, 1) // the child holds the lease
+	watch := newBenchSendWatch(b)
+	s := startBench(b, Config{Services: benchRegs([]*astest.Server{as}), Store: openBenchPostgres(b, schema),
+		HTTPClient: watch.client()})
+	rec.run(b, s, 1)
+	if _, ok := watch.sent(); ok {
+		b.Fatal("this process sent: the child did not hold the lease throughout, so the latency was not cross-process")
+	}
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/asdeliver/scheduler/internal/interest"
 	"github.com/asdeliver/scheduler/store"
 	"github.com/asdeliver/scheduler/store/memory"
+	"github.com/asdeliver/scheduler/store/postgres/pgtest"
 	"github.com/asdeliver/scheduler/store/sqlite"
 )
 
@@ -178,6 +179,8 @@ func benchStore(b *testing.B, kind string) store.Store {
 		}
 		b.Cleanup(func() { _ = st.Close() })
 		return st
+	case "postgres":
+		return openBenchPostgres(b, pgtest.NewSchema(b))
 	}
 	b.Fatalf("unknown store %q", kind)
 	return nil
@@ -263,7 +266,7 @@ func BenchmarkDeliver(b *testing.B) {
 	for _, c := range []struct {
 		store string
 		ases  int
-	}{{"sqlite", 1}, {"sqlite", 10}, {"memory", 1}, {"sqlite-normal", 1}} {
+	}{{"sqlite", 1}, {"sqlite", 10}, {"memory", 1}, {"sqlite-normal", 1}, {"postgres", 1}, {"postgres", 10}} {
 		b.Run(fmt.Sprintf("store=%s/as=%d", c.store, c.ases), func(b *testing.B) {
 			ceiling := ceilingEventsPerSecond(b)
 			const perIter, producers, batch, window = 200_000, 4, 100, 1_000
@@ -335,77 +338,113 @@ func BenchmarkDeliver(b *testing.B) {
 
 // BenchmarkLatency measures the time from an Enqueue call to the AS
 // receiving the event, for one paced producer offering 20,000 events/s in
-// total for 3 s, one event per call, on the SQLite store.
+// total for 3 s, one event per call. cross-process enqueues in this
+// process and sends from another one on the same PostgreSQL schema (see
+// bench_postgres_test.go).
 func BenchmarkLatency(b *testing.B) {
-	for _, n := range []int{1, 10} {
-		b.Run(fmt.Sprintf("as=%d", n), func(b *testing.B) {
-			const rate, duration = 20_000, 3 * time.Second
-			total := int(rate * duration / time.Second)
-			sent := make([]time.Time, total)
-			lat := make([]time.Duration, total)
-			var seen atomic.Int64
-			ases := make([]*astest.Server, n)
+	for _, c := range []struct {
+		store string
+		ases  int
+	}{{"sqlite", 1}, {"sqlite", 10}, {"postgres", 1}} {
+		b.Run(fmt.Sprintf("store=%s/as=%d", c.store, c.ases), func(b *testing.B) {
+			rec := newLatencyRecorder()
+			ases := make([]*astest.Server, c.ases)
 			for i := range ases {
 				ases[i] = newBenchAS(b)
-				ases[i].Respond(func(r astest.Request) astest.Answer {
-					for _, e := range r.Txn.Events {
-						k, err := benchEventIndex(e.ID)
-						if err == nil && k < total {
-							lat[k] = time.Since(sent[k])
-							seen.Add(1)
-						}
-					}
-					return astest.Answer{}
-				})
+				rec.watch(ases[i])
 			}
-			s := startBench(b, Config{Services: benchRegs(ases), Store: benchStore(b, "sqlite")})
-			ctx := context.Background()
-			var all []time.Duration
-			for b.Loop() {
-				seen.Store(0)
-				clear(lat)
-				// Open loop: each event is offered at its due time in a
-				// call of its own, whatever the earlier calls are doing,
-				// as a homeserver's many request handlers would.
-				start := time.Now()
-				var calls sync.WaitGroup
-				for k := range total {
-					due := start.Add(time.Duration(k) * time.Second / rate)
-					if d := time.Until(due); d > 0 {
-						time.Sleep(d)
-					}
-					ev := benchEvent(k, benchSender(k%n))
-					sent[k] = time.Now()
-					calls.Go(func() {
-						if err := s.Enqueue(ctx, ev); err != nil {
-							b.Error(err)
-						}
-					})
-				}
-				calls.Wait()
-				for seen.Load() < int64(total) {
-					time.Sleep(time.Millisecond)
-				}
-				all = append(all, lat...)
-			}
-			slices.Sort(all)
-			pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) }
-			b.ReportMetric(pct(0.50), "p50-µs")
-			b.ReportMetric(pct(0.99), "p99-µs")
+			s := startBench(b, Config{Services: benchRegs(ases), Store: benchStore(b, c.store)})
+			rec.run(b, s, c.ases)
 		})
 	}
+	b.Run("store=postgres/cross-process", benchLatencyCrossProcess)
+}
+
+// latencyRecorder measures BenchmarkLatency's events from Enqueue to an AS.
+type latencyRecorder struct {
+	sent []time.Time     // per event index, when Enqueue was called
+	lat  []time.Duration // per event index, the latency
+	seen atomic.Int64    // events received
+}
+
+// latencyRate and latencyDuration are the offered load of BenchmarkLatency.
+const latencyRate, latencyDuration = 20_000, 3 * time.Second
+
+func newLatencyRecorder() *latencyRecorder {
+	total := int(latencyRate * latencyDuration / time.Second)
+	return &latencyRecorder{sent: make([]time.Time, total), lat: make([]time.Duration, total)}
+}
+
+// watch records the events as receives; events of other indexes (such as
+// a warm-up event) are ignored.
+func (l *latencyRecorder) watch(as *astest.Server) {
+	as.Respond(func(r astest.Request) astest.Answer {
+		for _, e := range r.Txn.Events {
+			k, err := benchEventIndex(e.ID)
+			if err == nil && k < len(l.lat) {
+				l.lat[k] = time.Since(l.sent[k])
+				l.seen.Add(1)
+			}
+		}
+		return astest.Answer{}
+	})
+}
+
+// run offers the load to s, event k for service k%services, and reports
+// the percentiles.
+func (l *latencyRecorder) run(b *testing.B, s *Scheduler, services int) {
+	ctx := context.Background()
+	total := len(l.lat)
+	var all []time.Duration
+	for b.Loop() {
+		l.seen.Store(0)
+		clear(l.lat)
+		// Open loop: each event is offered at its due time in a call of
+		// its own, whatever the earlier calls are doing, as a
+		// homeserver's many request handlers would.
+		start := time.Now()
+		var calls sync.WaitGroup
+		for k := range total {
+			due := start.Add(time.Duration(k) * time.Second / latencyRate)
+			if d := time.Until(due); d > 0 {
+				time.Sleep(d)
+			}
+			ev := benchEvent(k, benchSender(k%services))
+			l.sent[k] = time.Now()
+			calls.Go(func() {
+				if err := s.Enqueue(ctx, ev); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		calls.Wait()
+		for l.seen.Load() < int64(total) {
+			time.Sleep(time.Millisecond)
+		}
+		all = append(all, l.lat...)
+	}
+	slices.Sort(all)
+	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) }
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
 }
 
 // BenchmarkCatchup enqueues 1,000,000 events for an AS that is down, then
 // brings it up and calls ServiceUp, and measures the time from that call
 // to the last event received.
 func BenchmarkCatchup(b *testing.B) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		b.Run("store="+kind, func(b *testing.B) { benchCatchup(b, kind) })
+	}
+}
+
+func benchCatchup(b *testing.B, kind string) {
 	const total, batch = 1_000_000, 1000
 	for b.Loop() {
 		b.StopTimer()
 		as := newBenchAS(b)
 		as.Down()
-		cfg := Config{Services: benchRegs([]*astest.Server{as}), Store: benchStore(b, "sqlite"),
+		cfg := Config{Services: benchRegs([]*astest.Server{as}), Store: benchStore(b, kind),
 			RetryInitial: time.Hour, RetryMax: time.Hour}
 		s := startBench(b, cfg)
 		ctx := context.Background()
@@ -446,11 +485,16 @@ func BenchmarkCatchup(b *testing.B) {
 	}
 }
 
-// BenchmarkEnqueue measures durable Enqueue throughput into SQLite with
-// synchronous=FULL, for events of one AS that is down (so nothing is sent).
+// BenchmarkEnqueue measures durable Enqueue throughput, into SQLite with
+// synchronous=FULL and into PostgreSQL, for events of one AS that is down
+// (so nothing is sent).
 func BenchmarkEnqueue(b *testing.B) {
-	for _, batch := range []int{100, 1} {
-		b.Run(fmt.Sprintf("producers=8/batch=%d", batch), func(b *testing.B) {
+	for _, c := range []struct {
+		store string
+		batch int
+	}{{"sqlite", 100}, {"sqlite", 1}, {"postgres", 100}, {"postgres", 1}} {
+		b.Run(fmt.Sprintf("store=%s/producers=8/batch=%d", c.store, c.batch), func(b *testing.B) {
+			batch := c.batch
 			const producers = 8
 			perIter := 100_000
 			if batch == 1 {
@@ -458,7 +502,7 @@ func BenchmarkEnqueue(b *testing.B) {
 			}
 			as := newBenchAS(b)
 			as.Down()
-			s := startBench(b, Config{Services: benchRegs([]*astest.Server{as}), Store: benchStore(b, "sqlite"),
+			s := startBench(b, Config{Services: benchRegs([]*astest.Server{as}), Store: benchStore(b, c.store),
 				RetryInitial: time.Hour, RetryMax: time.Hour})
 			ctx := context.Background()
 			var next atomic.Int64
