@@ -112,6 +112,11 @@ type deliverer struct {
 	// the Store at Start and by the poller. It only decides whether to
 	// form the next transaction during a PUT.
 	queued atomic.Int64
+	// queuedElsewhere says that another process signalled work for the
+	// service (store.SignalWork) since the last formation began: its
+	// items are not in queued, so this alone says that forming the next
+	// transaction ahead may pay.
+	queuedElsewhere atomic.Bool
 	// dropped counts the items not queued for the service since Start
 	// because its queue was full (Config.MaxQueuedPerService); dropping
 	// says whether the last call found it full, to log each episode once.
@@ -363,17 +368,45 @@ func (d *deliverer) form(ctx context.Context) (*store.Txn, error) {
 	// The body format follows the registration as it is now, and is
 	// recorded with the transaction: its retries keep it.
 	format := wire.FormatFor(bodyFlags(d.reg.Load()))
+	elsewhere := d.queuedElsewhere.Swap(false)
 	txn, err := d.store.NextTxn(ctx, d.id, d.lease.epoch, format, d.limits)
 	if err != nil {
+		if elsewhere {
+			d.queuedElsewhere.Store(true)
+		}
 		if ctx.Err() != nil {
 			return nil, errStopping // Stop ran out of time: not a store error
 		}
 		return nil, storeErr("forming a transaction", err)
 	}
 	if txn != nil {
-		d.queued.Add(-int64(len(txn.Items)))
+		// Items of other processes are not counted: keep the estimate at
+		// zero or above, and assume they continue until a formation
+		// finds the queue empty.
+		for n := int64(len(txn.Items)); ; {
+			v := d.queued.Load()
+			if d.queued.CompareAndSwap(v, max(v-n, 0)) {
+				break
+			}
+		}
+		if elsewhere {
+			d.queuedElsewhere.Store(true)
+		}
 	}
 	return txn, nil
+}
+
+// mayBeQueued reports whether items may wait to be formed, as far as this
+// process knows: its own commits counted in queued, or another process's
+// signal.
+func (d *deliverer) mayBeQueued() bool {
+	return d.queued.Load() > 0 || d.queuedElsewhere.Load()
+}
+
+// workElsewhere tells the owner that another process queued work.
+func (d *deliverer) workElsewhere() {
+	d.queuedElsewhere.Store(true)
+	d.wake()
 }
 
 // put PUTs txn to the AS. With verify it first checks the items against

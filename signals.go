@@ -95,7 +95,7 @@ func (sg *signals) receive(sig store.Signal) {
 	}
 	switch sig.Kind {
 	case store.SignalWork:
-		d.wake()
+		d.workElsewhere()
 	case store.SignalServiceUp:
 		d.serviceUp()
 	}

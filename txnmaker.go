@@ -59,7 +59,7 @@ func (d *deliverer) deliverWhileUp(ctx context.Context) error {
 		err := awaitPut()
 		if err == nil {
 			var forming sync.WaitGroup
-			if ahead == nil && formErr == nil && d.mayFormAhead() && d.queued.Load() > 0 {
+			if ahead == nil && formErr == nil && d.mayFormAhead() && d.mayBeQueued() {
 				// Form the next transaction while this one is completed:
 				// both calls share one commit of a store that merges them.
 				forming.Go(func() { ahead, formErr = d.form(ctx) })
