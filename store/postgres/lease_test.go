@@ -108,3 +108,99 @@ func TestEpochsComeFromTheDatabase(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, e, last)
 }
+
+// slowCompletes makes every Complete on schema take 300 ms to commit.
+func slowCompletes(t *testing.T, schema string) {
+	admin(t, expand(schema, `
+CREATE FUNCTION {s}.test_sleep_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER test_slow_complete AFTER DELETE ON {s}.txns
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {s}.test_sleep_delete()`))
+}
+
+// TestCompleteRunsBesideTheNextFormation: the owner's NextTxn does not
+// wait for its Complete under way (their lease-row locks do not
+// conflict), so the next transaction is formed while the last one is
+// completed.
+func TestCompleteRunsBesideTheNextFormation(t *testing.T) {
+	schema := newSchema(t)
+	s := openStore(t, schema, Options{})
+	slowCompletes(t, schema)
+	var entries []store.Entry
+	for i := range 2 {
+		entries = append(entries, entry(fmt.Sprintf("$%d", i), "x", "svc"))
+	}
+	require.NoError(t, s.Append(t.Context(), entries))
+	epoch, err := s.Claim(t.Context(), "svc", "owner", time.Hour)
+	require.NoError(t, err)
+	lim := store.Limits{MaxItems: 1, MaxBytes: 1 << 20}
+	first, err := s.NextTxn(t.Context(), "svc", epoch, 1, lim)
+	require.NoError(t, err)
+
+	completed := make(chan error, 1)
+	go func() { completed <- s.Complete(t.Context(), "svc", epoch, first.ID) }()
+	waitForSlowCommit(t, s) // the Complete has deleted and sleeps in its commit
+	second, err := s.NextTxn(t.Context(), "svc", epoch, 1, lim)
+	require.NoError(t, err)
+	require.NotNil(t, second)
+	select {
+	case err := <-completed:
+		t.Fatalf("the Complete (%v) finished before the NextTxn started beside it: NextTxn waited for it", err)
+	default:
+	}
+	require.NoError(t, <-completed)
+}
+
+// TestClaimWaitsForACompleteUnderWay: a Claim by another owner waits for
+// the Complete that the old owner has under way, and the old owner's
+// calls after it fail with ErrStaleEpoch.
+func TestClaimWaitsForACompleteUnderWay(t *testing.T) {
+	schema := newSchema(t)
+	old := openStore(t, schema, Options{})
+	next := openStore(t, schema, Options{})
+	slowCompletes(t, schema)
+	require.NoError(t, old.Append(t.Context(), []store.Entry{entry("$1", "x", "svc"), entry("$2", "y", "svc")}))
+	e1, err := old.Claim(t.Context(), "svc", "old", time.Millisecond)
+	require.NoError(t, err)
+	lim := store.Limits{MaxItems: 1, MaxBytes: 1 << 20}
+	first, err := old.NextTxn(t.Context(), "svc", e1, 1, lim)
+	require.NoError(t, err)
+	second, err := old.NextTxn(t.Context(), "svc", e1, 1, lim)
+	require.NoError(t, err)
+
+	completed := make(chan error, 1)
+	go func() { completed <- old.Complete(t.Context(), "svc", e1, first.ID) }()
+	waitForSlowCommit(t, next)
+	e2, err := next.Claim(t.Context(), "svc", "next", time.Hour) // the old lease has expired
+	require.NoError(t, err)
+	require.Greater(t, e2, e1)
+	select {
+	case err := <-completed:
+		require.NoError(t, err, "the Complete that the claim waited for")
+	default:
+		t.Fatal("the Claim returned while the old owner's Complete was still under way")
+	}
+	txns, err := next.Txns(t.Context(), "svc", 0)
+	require.NoError(t, err)
+	require.Len(t, txns, 1, "the new owner sees the completed transaction gone")
+	require.Equal(t, second.ID, txns[0].ID)
+	require.ErrorIs(t, old.Complete(t.Context(), "svc", e1, second.ID), store.ErrStaleEpoch)
+}
+
+// waitForSlowCommit waits, asking through s, until a session sleeps in
+// a commit of slowCompletes on s's schema.
+func waitForSlowCommit(t *testing.T, s *Store) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+WHERE wait_event = 'PgSleep' AND datname = current_database() AND position($1 in query) > 0`, s.schema).Scan(&n)
+		require.NoError(t, err)
+		if n > 0 {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "no slow Complete began")
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/asdeliver/scheduler/store"
 )
@@ -271,8 +272,13 @@ func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Durat
 	if err := s.ensure(ctx, []string{service}); err != nil {
 		return 0, s.fail(op, err)
 	}
+	// One implicit transaction: the row lock that waits for the owner's
+	// calls under way (see lockForClaim), then the claim.
 	var epoch int64
-	err := s.pool.QueryRow(ctx, s.sql.claim, service, owner, micros(ttl)).Scan(&epoch)
+	b := &pgx.Batch{}
+	b.Queue(s.sql.lockForClaim, service)
+	b.Queue(s.sql.claim, service, owner, micros(ttl)).QueryRow(func(row pgx.Row) error { return row.Scan(&epoch) })
+	err := s.pool.SendBatch(ctx, b).Close()
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return 0, fmt.Errorf("postgres: %s: service %q: %w", op, service, store.ErrLeaseHeld)
@@ -408,30 +414,40 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 func (s *Store) nextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
 	page := pageSize(lim)
 	f := &former{lim: lim}
-	var current, bound int64
+	var current int64
 
-	// One round trip: begin, lock the lease row, read the first page.
+	// Two round trips on one connection: begin, lock the lease row and
+	// read the first page; then form the transaction and commit.
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release() // the pool drops a connection left in a transaction
+	open := false
+	defer func() {
+		if open {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
 	b := &pgx.Batch{}
-	b.BeginTx(pgx.TxOptions{})
-	b.Queue(s.sql.lockLease, service).QueryRow(func(row pgx.Row) error {
-		err := row.Scan(&current, &bound)
+	b.Queue("BEGIN")
+	b.Queue(s.sql.formLease, service).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&current)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil // never claimed: current stays 0
 		}
 		return err
 	})
 	b.Queue(s.sql.page, service, int64(epoch), nil, page).Query(f.add)
-	br := s.pool.SendBatch(ctx, b)
-	tx := br.Tx()
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a no-op after Commit
-	if err := br.Close(); err != nil {
+	open = true
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, err
 	}
 	if epoch == 0 || int64(epoch) != current {
 		return nil, store.ErrStaleEpoch
 	}
 	for !f.full && f.rows == page {
-		rows, err := tx.Query(ctx, s.sql.page, service, int64(epoch), f.last, page)
+		rows, err := conn.Query(ctx, s.sql.page, service, int64(epoch), f.last, page)
 		if err != nil {
 			return nil, err
 		}
@@ -452,12 +468,18 @@ func (s *Store) nextTxn(ctx context.Context, service string, epoch store.Epoch, 
 		Items:   f.items,
 	}
 	first, last := f.items[0].Seq, f.items[len(f.items)-1].Seq
-	err := tx.QueryRow(ctx, s.sql.formTxn, service, int64(format), t.Hash, first, last, int64(len(f.items))).
-		Scan(&t.ID, &t.Created)
+	b = &pgx.Batch{}
+	b.Queue(s.sql.formTxn, service, int64(format), t.Hash, first, last, int64(len(f.items))).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&t.ID, &t.Created) })
+	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() != "COMMIT" {
+			return fmt.Errorf("the transaction did not commit (%s)", tag)
+		}
+		return nil
+	})
+	err = conn.SendBatch(ctx, b).Close()
+	open = conn.Conn().PgConn().TxStatus() != 'I'
 	if err != nil {
-		return nil, err
-	}
-	if err := tx.Commit(ctx); err != nil {
 		return nil, err
 	}
 	return t, nil

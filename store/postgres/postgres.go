@@ -32,9 +32,12 @@
 //     for the service plus one, under the row's lock; the table is logged,
 //     so no epoch is reused, also after a crash of the server. NextTxn,
 //     Complete, Purge and Release check the epoch under a lock of the lease
-//     row (FOR UPDATE or FOR SHARE) in the transaction that makes their
-//     change, so a Claim by another owner waits for them, and they fail
-//     with store.ErrStaleEpoch once it has happened.
+//     row in the transaction that makes their change. A Claim locks the
+//     row FOR UPDATE, which conflicts with each of their locks, so it
+//     waits for them, and they fail with store.ErrStaleEpoch once it has
+//     happened. Complete's lock (FOR KEY SHARE) does not conflict with
+//     NextTxn's (FOR NO KEY UPDATE), so an owner forms its next
+//     transaction while it completes the last.
 //   - An item wanted by several services is stored once and deleted by the
 //     Complete or Purge that removes its last queue row, also when two
 //     services complete it at once in different processes: such an item is
@@ -198,6 +201,14 @@ func OpenWithOptions(ctx context.Context, dsn string, opts Options) (*Store, err
 	// large estimate can trigger, costs far more than running it.
 	if _, set := cfg.ConnConfig.RuntimeParams["jit"]; !set {
 		cfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
+	// Queues grow from nothing to a large backlog between two runs of
+	// autovacuum's ANALYZE; a plan made for the statistics of the moment
+	// (a custom plan) then reads a whole backlog to return its head. The
+	// statements are written for their index paths, which the generic
+	// plans take whatever the statistics say, and skip planning each call.
+	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -6,6 +6,7 @@ type queries struct {
 	ensureServices, ensureHeads string
 	lockHeads, appendItems      string
 	claim, release              string
+	lockForClaim, formLease     string
 	lockLease, shareLease       string
 	page, formTxn               string
 	lockTxnShared, complete     string
@@ -130,8 +131,16 @@ RETURNING lease_epoch`),
 WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0 RETURNING service)
 SELECT count(*) FROM (SELECT pg_notify($3, $4) FROM r) n`),
 
-		lockLease:  x(`SELECT lease_epoch, bound_seq FROM {s}.services WHERE service = $1 FOR UPDATE`),
-		shareLease: x(`SELECT lease_epoch FROM {s}.services WHERE service = $1 FOR SHARE`),
+		// The lock modes of the lease row let the owner's Complete (FOR
+		// KEY SHARE) run beside its next NextTxn (FOR NO KEY UPDATE, as
+		// it updates the row), while a Claim (lockForClaim, FOR UPDATE)
+		// and a Purge conflict with both: a grant to another owner waits
+		// for the owner's calls under way, and they see it once it has
+		// committed.
+		lockForClaim: x(`SELECT 1 FROM {s}.services WHERE service = $1 FOR UPDATE`),
+		lockLease:    x(`SELECT lease_epoch, bound_seq FROM {s}.services WHERE service = $1 FOR UPDATE`),
+		formLease:    x(`SELECT lease_epoch FROM {s}.services WHERE service = $1 FOR NO KEY UPDATE`),
+		shareLease:   x(`SELECT lease_epoch FROM {s}.services WHERE service = $1 FOR KEY SHARE`),
 
 		// page reads queued items of service $1 in Seq order, after $3 or,
 		// when $3 is NULL, after the bound ones of the epoch $2.
