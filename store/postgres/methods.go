@@ -339,15 +339,13 @@ func checkLimits(op string, lim store.Limits) error {
 // maxPage caps the rows NextTxn reads at once.
 const maxPage = 1000
 
-// pageSize returns how many queued rows NextTxn reads at once under lim:
-// one more than the largest limit of a kind, so that a queue of one kind
-// is read once, at the cost of one row too many.
-func pageSize(lim store.Limits) int {
-	n := lim.MaxItems
-	for _, m := range lim.MaxItemsByKind {
-		n = max(n, m)
-	}
-	return min(n, maxPage-1) + 1
+// firstPage returns how many queued rows NextTxn reads first under lim:
+// one more than lim.MaxItems, the limit of the kinds not listed (usually
+// events), so that a transaction of them is formed from one read, at the
+// cost of one row too many. A queue of kinds with higher limits is read
+// on in pages of maxPage rows.
+func firstPage(lim store.Limits) int {
+	return min(lim.MaxItems, maxPage-1) + 1
 }
 
 // former takes the items of a transaction from pages of the queue, in
@@ -412,7 +410,7 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 }
 
 func (s *Store) nextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
-	page := pageSize(lim)
+	page := firstPage(lim)
 	f := &former{lim: lim}
 	var current int64
 
@@ -447,6 +445,7 @@ func (s *Store) nextTxn(ctx context.Context, service string, epoch store.Epoch, 
 		return nil, store.ErrStaleEpoch
 	}
 	for !f.full && f.rows == page {
+		page = maxPage
 		rows, err := conn.Query(ctx, s.sql.page, service, int64(epoch), f.last, page)
 		if err != nil {
 			return nil, err
