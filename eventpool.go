@@ -12,7 +12,7 @@ import (
 // while it has room (bounded in events and bytes, so a Store that cannot
 // keep up pushes back on the producers) and commits every admitted call
 // waiting at that moment with one Store.Append: group commit, with up to
-// maxCommitsInFlight such commits under way at once. Admission is
+// commitsInFlight such commits under way at once. Admission is
 // the point of no return: an admitted call is committed even during Stop,
 // and its caller gets the real outcome.
 type eventPool struct {
@@ -105,13 +105,22 @@ func (p *eventPool) close() {
 	p.mu.Unlock()
 }
 
-// maxCommitsInFlight is how many Store.Append calls the committer keeps
-// in flight at once. A store that pipelines its commits (the SQLite store
-// writes the next transaction while the last one syncs) then has the next
-// batch at hand; the calls a commit holds wait for that commit alone.
-// Calls of different commits in flight overlap in time, so any order
-// between them is an order the Enqueue contract allows.
-const maxCommitsInFlight = 4
+// defaultCommitsInFlight is how many Store.Append calls the committer
+// keeps in flight at once unless the store says otherwise
+// (store.AppendConcurrency). A store that pipelines its commits (the
+// SQLite store writes the next transaction while the last one syncs) then
+// has the next batch at hand; the calls a commit holds wait for that
+// commit alone. Calls of different commits in flight overlap in time, so
+// any order between them is an order the Enqueue contract allows.
+const defaultCommitsInFlight = 4
+
+// commitsInFlight returns how many Appends to keep in flight on st.
+func commitsInFlight(st store.Store) int {
+	if c, ok := st.(store.AppendConcurrency); ok {
+		return max(c.AppendsInFlight(), 1)
+	}
+	return defaultCommitsInFlight
+}
 
 // run is the committer: it commits admitted calls, every call waiting at
 // the moment a commit slot frees up in one Store.Append. Once stopping
@@ -122,7 +131,7 @@ func (p *eventPool) run(ctx context.Context, stopping <-chan struct{}) {
 	ctx = context.WithoutCancel(ctx)
 	var inFlight sync.WaitGroup
 	defer inFlight.Wait()
-	slots := make(chan struct{}, maxCommitsInFlight)
+	slots := make(chan struct{}, commitsInFlight(p.store))
 	for {
 		select {
 		case <-p.kick:

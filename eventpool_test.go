@@ -17,29 +17,51 @@ import (
 )
 
 func TestCommitsOverlapUpToTheLimitAndKeepEveryEvent(t *testing.T) {
+	t.Run("default", func(t *testing.T) {
+		testCommitsOverlap(t, defaultCommitsInFlight, func(st store.Store) store.Store { return st })
+	})
+	t.Run("store says 2", func(t *testing.T) {
+		testCommitsOverlap(t, 2, func(st store.Store) store.Store { return appendsInFlight{st, 2} })
+	})
+}
+
+// appendsInFlight is a Store with store.AppendConcurrency.
+type appendsInFlight struct {
+	store.Store
+	n int
+}
+
+func (a appendsInFlight) AppendsInFlight() int { return a.n }
+
+// testCommitsOverlap enqueues limit+2 calls while every commit hangs, on
+// the store that wrap returns, and checks that limit commits are in
+// flight and the other calls wait, together, for a slot.
+func testCommitsOverlap(t *testing.T, limit int, wrap func(store.Store) store.Store) {
 	as := astest.New(t, "tok")
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	gate := make(chan struct{})
 	var inFlight, most atomic.Int32
 	inner := cfg.Store
-	cfg.Store = &storeFunc{Store: inner, append: func(ctx context.Context, e []store.Entry) error {
+	cfg.Store = wrap(&storeFunc{Store: inner, append: func(ctx context.Context, e []store.Entry) error {
 		n := inFlight.Add(1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 		}
 		<-gate // the disk is slow
 		defer inFlight.Add(-1)
 		return inner.Append(ctx, e)
-	}}
+	}})
 	s := start(t, cfg)
 	// Opened at the latest when t ends, before Stop waits for the commits.
 	openGate := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(openGate)
 
-	const calls = maxCommitsInFlight + 2
+	calls := limit + 2
 	errs := make(chan error, calls)
+	var want []string
 	for i := range calls {
+		want = append(want, fmt.Sprintf("$%d", i))
 		go func() { errs <- s.Enqueue(context.Background(), event(fmt.Sprintf("$%d", i), "!r", "@a_x")) }()
-		if i < maxCommitsInFlight {
+		if i < limit {
 			// Each call gets a commit of its own while there are free
 			// slots: wait until it has begun.
 			waitFor(t, "commit begun", func() bool { return inFlight.Load() == int32(i+1) })
@@ -51,14 +73,14 @@ func TestCommitsOverlapUpToTheLimitAndKeepEveryEvent(t *testing.T) {
 		defer s.pool.mu.Unlock()
 		return len(s.pool.pending) == 2
 	})
-	assert.Equal(t, int32(maxCommitsInFlight), inFlight.Load())
+	assert.Equal(t, int32(limit), inFlight.Load())
 	openGate()
 	for range calls {
 		require.NoError(t, <-errs)
 	}
-	assert.Equal(t, int32(maxCommitsInFlight), most.Load(), "never more commits in flight than the limit")
+	assert.Equal(t, int32(limit), most.Load(), "never more commits in flight than the limit")
 	waitDelivered(t, as, calls)
-	assert.ElementsMatch(t, []string{"$0", "$1", "$2", "$3", "$4", "$5"}, as.Delivered())
+	assert.ElementsMatch(t, want, as.Delivered())
 }
 
 // orderedStore is a Store with store.OrderedAppender: its Append stores the

@@ -272,6 +272,19 @@ type OrderedAppender interface {
 	AppendOrdered(ctx context.Context, entries []Entry, queued func()) error
 }
 
+// AppendConcurrency is an optional interface of a Store that says how many
+// Append calls are worth having under way at once. The scheduler merges
+// the Enqueue calls waiting at any moment into one Append and keeps up to
+// AppendsInFlight of them (4 without this interface) in flight: a store
+// that prepares its next commit while the last one syncs gains from
+// several, one whose Appends that share a service wait for each other's
+// commit gains more from fewer, larger ones.
+type AppendConcurrency interface {
+	// AppendsInFlight returns how many Append calls to keep in flight: at
+	// least 1.
+	AppendsInFlight() int
+}
+
 // HashItems returns the SHA-256 digest of items' kinds, keys and data, in
 // order and length-prefixed, so that no two different item lists share a
 // digest by concatenation. Stores record it in Txn.Hash; the scheduler

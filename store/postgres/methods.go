@@ -232,6 +232,13 @@ func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 	}
 }
 
+// AppendsInFlight implements store.AppendConcurrency: 2. Appends that
+// share a service hold its heads row locked until they commit, so more of
+// them under way at once only queue for the lock, each holding a
+// connection, where the calls they carry could have been merged into one
+// larger Append; two let one be sent while the other commits.
+func (s *Store) AppendsInFlight() int { return 2 }
+
 // appendOnce runs Append's transaction for set in one round trip: the
 // batch is one implicit transaction, committed at its end. With
 // checkOutbox, it writes nothing and reports outboxed when committed
