@@ -225,16 +225,19 @@ func (s *Scheduler) capQueues(entries []store.Entry) []store.Entry {
 	}
 	kept := entries[:0]
 	for _, e := range entries {
-		wanted, dropped := make([]string, 0, len(e.Services)), false
-		for _, id := range e.Services {
-			if full(id) {
-				dropped = true
-			} else {
+		var wanted []string // made at the first drop: entries may share Services
+		for i, id := range e.Services {
+			switch {
+			case full(id):
+				if wanted == nil {
+					wanted = append(make([]string, 0, len(e.Services)), e.Services[:i]...)
+				}
+			case wanted != nil:
 				wanted = append(wanted, id)
 			}
 		}
-		if dropped {
-			e.Services = wanted // a copy: entries may share Services
+		if wanted != nil {
+			e.Services = wanted
 		}
 		if len(e.Services) > 0 {
 			kept = append(kept, e)

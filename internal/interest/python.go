@@ -137,21 +137,23 @@ func pythonClasses(pattern string) string {
 	return b.String()
 }
 
+// escapeClasses are \w and \s, whose negations \W and \S are their
+// complements: the items of each class.
+var escapeClasses = map[byte]struct {
+	items string
+	not   func() string // the complement's items, for inside a class
+}{'w': {wordItems, notWordItems}, 's': {spaceItems, notSpaceItems}}
+
 // pythonEscape returns the RE2 spelling of the escape \c as Python reads
 // it, inside a character class or not.
 func pythonEscape(c byte, inClass bool) string {
-	// \w and \s, and their negations \W and \S: items of a class.
-	classes := map[byte]struct {
-		items string
-		not   func() string // the complement's items, for inside a class
-	}{'w': {wordItems, notWordItems}, 's': {spaceItems, notSpaceItems}}
-	if cl, ok := classes[c]; ok {
+	if cl, ok := escapeClasses[c]; ok {
 		if inClass {
 			return cl.items
 		}
 		return "[" + cl.items + "]"
 	}
-	if cl, ok := classes[c+'a'-'A']; ok && c >= 'A' && c <= 'Z' {
+	if cl, ok := escapeClasses[c+'a'-'A']; ok && c >= 'A' && c <= 'Z' {
 		if inClass {
 			return cl.not()
 		}
