@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -367,14 +368,11 @@ type former struct {
 	last    int64    // seq of the last row read
 }
 
-// add reads one page of rows (seq, kind, key, data) into the transaction.
+// add reads one page of rows (seq, kind, key, data), which come in no
+// order, into the transaction.
 func (f *former) add(rows pgx.Rows) error {
-	f.rows = 0
+	var page []store.Item
 	for rows.Next() {
-		f.rows++
-		if f.full {
-			continue
-		}
 		var it store.Item
 		var kind int16
 		var key []byte
@@ -382,16 +380,24 @@ func (f *former) add(rows pgx.Rows) error {
 			return err
 		}
 		it.Kind, it.Key = store.Kind(kind), string(key)
+		page = append(page, it)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	f.rows = len(page)
+	slices.SortFunc(page, func(a, b store.Item) int { return cmp.Compare(a.Seq, b.Seq) })
+	for _, it := range page {
 		if f.perKind[it.Kind] == f.lim.MaxFor(it.Kind) || (len(f.items) > 0 && f.size+len(it.Data) > f.lim.MaxBytes) {
 			f.full = true
-			continue
+			return nil
 		}
 		f.perKind[it.Kind]++
 		f.size += len(it.Data)
 		f.items = append(f.items, it)
 		f.last = it.Seq
 	}
-	return rows.Err()
+	return nil
 }
 
 // NextTxn forms the next transaction of service, as store.Store documents,

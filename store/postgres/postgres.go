@@ -202,13 +202,22 @@ func OpenWithOptions(ctx context.Context, dsn string, opts Options) (*Store, err
 	if _, set := cfg.ConnConfig.RuntimeParams["jit"]; !set {
 		cfg.ConnConfig.RuntimeParams["jit"] = "off"
 	}
-	// Queues grow from nothing to a large backlog between two runs of
-	// autovacuum's ANALYZE; a plan made for the statistics of the moment
-	// (a custom plan) then reads a whole backlog to return its head. The
-	// statements are written for their index paths, which the generic
-	// plans take whatever the statistics say, and skip planning each call.
-	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
-		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	// The tables are queues: they swing between empty and a large backlog
+	// faster than autovacuum's ANALYZE follows. A plan made for statistics
+	// that say "empty" or "small" scans a whole table, or a service's
+	// whole queue and sorts it, to find a few rows, and each call then
+	// costs as much as the backlog. Every statement is written so that its
+	// only index path is the one wanted, so the store's connections rule
+	// out sequential and bitmap scans, and keep one generic plan per
+	// statement: planning each call costs more CPU than the statement.
+	for name, value := range map[string]string{
+		"enable_seqscan":    "off",
+		"enable_bitmapscan": "off",
+		"plan_cache_mode":   "force_generic_plan",
+	} {
+		if _, set := cfg.ConnConfig.RuntimeParams[name]; !set {
+			cfg.ConnConfig.RuntimeParams[name] = value
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -57,9 +57,11 @@ ORDER BY service COLLATE "C" FOR NO KEY UPDATE`),
 		// keys, $3 data, $4 append times, NULL for now()) and the pairs
 		// of an entry number (1-based, $5) and a service ($6) that want
 		// them. A pair whose kind and key are pending for its service
-		// already is dropped (one lookup per pair through the key index:
-		// OFFSET 0 keeps the planner from scanning the service's queue
-		// instead), then the entries left without pairs. The others draw
+		// already is dropped (one lookup per pair: the items of the key
+		// through the key index, then, in a subquery of its own, their
+		// queue row of the service by primary key; written so that no
+		// other path is left to a plan made for tables it thought empty),
+		// then the entries left without pairs. The others draw
 		// Seqs in entry order (nextval's order is not the rows', so the
 		// values drawn are sorted) and get their items, queue rows and
 		// heads counts; a service's items are listed with the item when
@@ -79,8 +81,8 @@ kept AS (
 	FROM unnest($5::integer[], $6::text[]) WITH ORDINALITY AS p(entry, service, n)
 	JOIN e ON e.n = p.entry
 	WHERE NOT (SELECT outboxed FROM ob) AND (e.key = '' OR NOT EXISTS (
-		SELECT 1 FROM (SELECT seq FROM {s}.items WHERE key = e.key AND key <> '' AND kind = e.kind OFFSET 0) it
-		WHERE EXISTS (SELECT 1 FROM {s}.queue q WHERE q.service = p.service AND q.seq = it.seq)))
+		SELECT 1 FROM {s}.items it WHERE it.key = e.key AND it.key <> '' AND it.kind = e.kind
+			AND (SELECT true FROM {s}.queue q WHERE q.service = p.service AND q.seq = it.seq)))
 ),
 wanted AS (
 	SELECT entry, array_agg(service ORDER BY n) AS services, row_number() OVER (ORDER BY entry) AS r
@@ -144,15 +146,14 @@ SELECT count(*) FROM (SELECT pg_notify($3, $4) FROM r) n`),
 
 		// page reads queued items of service $1 in Seq order, after $3 or,
 		// when $3 is NULL, after the bound ones of the epoch $2.
-		page: x(`SELECT q.seq, it.kind, it.key, it.data
-FROM (
+		// It returns them in no order: sorting them in the statement
+		// would make an ordered walk of the whole items index look as
+		// good as looking them up, to a plan made while items was empty.
+		page: x(`SELECT seq, kind, key, data FROM {s}.items WHERE seq = ANY (ARRAY(
 	SELECT seq FROM {s}.queue
 	WHERE service = $1 AND seq > coalesce($3::bigint,
 		(SELECT bound_seq FROM {s}.services WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0))
-	ORDER BY seq LIMIT $4
-) q
-CROSS JOIN LATERAL (SELECT kind, key, data FROM {s}.items WHERE seq = q.seq) it
-ORDER BY q.seq`),
+	ORDER BY seq LIMIT $4))`),
 		// formTxn stores the transaction of items ($4, $5] (first and last
 		// seq) and binds them. Its ID is above the last one and at least
 		// the clock in microseconds.
@@ -171,13 +172,13 @@ RETURNING t.id, t.created`),
 		// rows and items by lists of seqs, through their indexes whatever
 		// the planner estimates (LATERAL, = ANY of an array): a backlog's
 		// size never turns them into scans.
-		lockTxnShared: x(`SELECT it.seq FROM {s}.txns t
-CROSS JOIN LATERAL (
-	SELECT seq FROM {s}.queue WHERE service = $1 AND seq BETWEEN t.first_seq AND t.last_seq
-) q
-CROSS JOIN LATERAL (SELECT seq FROM {s}.items WHERE seq = q.seq AND services IS NOT NULL) it
-WHERE t.service = $1 AND t.id = $3 AND ` + leaseHeld + `
-ORDER BY it.seq FOR UPDATE OF it`),
+		lockTxnShared: x(`SELECT seq FROM {s}.items
+WHERE seq = ANY (ARRAY(
+	SELECT seq FROM {s}.queue WHERE service = $1
+	AND seq BETWEEN (SELECT first_seq FROM {s}.txns WHERE service = $1 AND id = $3)
+		AND (SELECT last_seq FROM {s}.txns WHERE service = $1 AND id = $3)))
+AND services IS NOT NULL AND ` + leaseHeld + `
+ORDER BY seq FOR UPDATE`),
 		complete: x(`WITH t AS (
 	DELETE FROM {s}.txns WHERE service = $1 AND id = $3 AND ` + leaseHeld + `
 	RETURNING first_seq, last_seq
@@ -189,9 +190,10 @@ q AS (
 )
 DELETE FROM {s}.items it WHERE it.seq = ANY (ARRAY(SELECT seq FROM q)) AND ` + notShared),
 
-		lockAllShared: x(`SELECT it.seq FROM {s}.queue q JOIN {s}.items it ON it.seq = q.seq
-WHERE q.service = $1 AND it.services IS NOT NULL AND ` + leaseHeld + `
-ORDER BY it.seq FOR UPDATE OF it`),
+		lockAllShared: x(`SELECT seq FROM {s}.items
+WHERE seq = ANY (ARRAY(SELECT seq FROM {s}.queue WHERE service = $1))
+AND services IS NOT NULL AND ` + leaseHeld + `
+ORDER BY seq FOR UPDATE`),
 		purge: x(`WITH g AS (
 	SELECT bound_seq FROM {s}.services WHERE service = $1 AND lease_epoch = $2 AND lease_epoch <> 0
 ),
@@ -208,14 +210,17 @@ UPDATE {s}.services s SET taken = s.taken + (SELECT count(*) FROM q, g WHERE q.s
 WHERE s.service = $1 AND EXISTS (SELECT 1 FROM g)`),
 
 		// One statement, so one snapshot: no Complete can slip between
-		// listing a transaction and reading its items.
-		txns: x(`SELECT t.id, t.format, t.hash, t.created, q.seq, it.kind, it.key, it.data
-FROM (SELECT * FROM {s}.txns WHERE service = $1 ORDER BY id LIMIT $2) t
-CROSS JOIN LATERAL (
-	SELECT seq FROM {s}.queue WHERE service = $1 AND seq BETWEEN t.first_seq AND t.last_seq
-) q
-CROSS JOIN LATERAL (SELECT kind, key, data FROM {s}.items WHERE seq = q.seq) it
-ORDER BY t.id, q.seq`),
+		// listing a transaction and reading its items. The oldest
+		// transactions are consecutive runs of the service's queue, so
+		// the queue rows from the first's first_seq to the last's
+		// last_seq are theirs.
+		txns: x(`WITH t AS (SELECT * FROM {s}.txns WHERE service = $1 ORDER BY id LIMIT $2)
+SELECT t.id, t.format, t.hash, t.created, it.seq, it.kind, it.key, it.data
+FROM {s}.items it JOIN t ON it.seq BETWEEN t.first_seq AND t.last_seq
+WHERE it.seq = ANY (ARRAY(
+	SELECT seq FROM {s}.queue WHERE service = $1
+	AND seq BETWEEN (SELECT min(first_seq) FROM t) AND (SELECT max(last_seq) FROM t)))
+ORDER BY t.id, it.seq`),
 		backlogs: x(`SELECT s.service, coalesce(t.n, 0), h.appended - s.taken,
 	(SELECT created FROM {s}.items WHERE seq = (SELECT min(seq) FROM {s}.queue WHERE service = s.service))
 FROM {s}.services s
