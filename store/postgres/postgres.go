@@ -48,6 +48,11 @@
 //   - Wake-ups: the Store implements store.Notifier over LISTEN/NOTIFY on
 //     a connection of its own (or by polling, with Options.PollOnly); see
 //     Store.Watch.
+//   - Plans: the tables are queues, whose statistics are always out of
+//     date, so the Store's connections set enable_seqscan and
+//     enable_bitmapscan off and plan_cache_mode to force_generic_plan
+//     (unless the DSN sets them), and every statement is written so that
+//     its only index path is the one that reads just its rows.
 //   - Transactional outbox: AppendTx and AppendSQLTx queue entries in the
 //     caller's own database transaction, if and only if it commits; see
 //     AppendTx.
