@@ -1,0 +1,178 @@
+package sqlite
+
+import (
+	"database/sql"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// testdata/v3-backlog.db is a file that this package wrote at schema
+// version 3 (an item row and a queue row per item, and the pending keys in
+// a table of their own), holding a backlog as a homeserver upgrading from
+// that version would leave it: 600 events for service a, every third of
+// them also for b, five keyless to-device items for a, and a's oldest 100
+// events formed into a transaction that was never completed. Later
+// versions must open it and deliver all of it, in order, once. Rewrite it
+// only to make a fixture of version 3 again:
+// go test ./store/sqlite -run TestV3Backlog -args -write-fixture.
+var writeFixture = flag.Bool("write-fixture", false, "rewrite testdata/v3-backlog.db with this version of the store")
+
+const (
+	fixturePath   = "testdata/v3-backlog.db"
+	fixtureEvents = 600
+	fixtureTxn    = 100 // a's events in the stored transaction
+	fixtureToDev  = 5
+)
+
+// fixtureEntry is event i of the fixture.
+func fixtureEntry(i int) store.Entry {
+	services := []string{"a"}
+	if i%3 == 0 {
+		services = append(services, "b")
+	}
+	return entry(fmt.Sprintf("$%d", i), fmt.Sprintf(`{"n":%d,"body":"%s"}`, i, strings.Repeat("x", 40)), services...)
+}
+
+// writeV3Backlog writes the fixture through a store at path.
+func writeV3Backlog(t *testing.T, path string) {
+	require.Equal(t, 3, schemaVersion, "the fixture is of version 3: keep the file, and write new fixtures under new names")
+	s, err := OpenWithOptions(path, Options{})
+	require.NoError(t, err)
+	s.w.recent.max = 256 // the keys reach the pending table in several batches
+	for first := 0; first < fixtureEvents; first += 50 {
+		var entries []store.Entry
+		for i := first; i < first+50; i++ {
+			entries = append(entries, fixtureEntry(i))
+		}
+		require.NoError(t, s.Append(t.Context(), entries))
+	}
+	var toDevice []store.Entry
+	for i := range fixtureToDev {
+		toDevice = append(toDevice, store.Entry{
+			Item:     store.Item{Kind: store.KindToDevice, Data: []byte(fmt.Sprintf(`{"to_device":%d}`, i))},
+			Services: []string{"a"},
+		})
+	}
+	require.NoError(t, s.Append(t.Context(), toDevice))
+	epoch, err := s.Claim(t.Context(), "a", "fixture", time.Millisecond)
+	require.NoError(t, err)
+	txn, err := s.NextTxn(t.Context(), "a", epoch, 1, store.Limits{MaxItems: fixtureTxn, MaxBytes: 1 << 20})
+	require.NoError(t, err)
+	require.Len(t, txn.Items, fixtureTxn)
+	pending := count(t, s, "pending")
+
+	// The fixture is a snapshot taken by a connection of its own: one
+	// file, without the store's log.
+	require.NoError(t, os.Remove(fixturePath))
+	db, err := sql.Open(driverName, path)
+	require.NoError(t, err)
+	_, err = db.Exec("VACUUM INTO ?", fixturePath)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	require.NoError(t, s.Close())
+
+	db, err = sql.Open(driverName, fixturePath)
+	require.NoError(t, err)
+	defer db.Close()
+	var version, inTable, queued int
+	require.NoError(t, db.QueryRow("PRAGMA user_version").Scan(&version))
+	require.Equal(t, 3, version)
+	require.NoError(t, db.QueryRow("SELECT count(*) FROM pending").Scan(&inTable))
+	require.Equal(t, pending, inTable)
+	require.NoError(t, db.QueryRow("SELECT count(*) FROM queue q JOIN items i ON i.seq = q.seq WHERE i.key <> ''").Scan(&queued))
+	require.Equal(t, queued, inTable, "every pending key is in the pending table")
+}
+
+// TestV3BacklogOpensAndDrainsInOrder opens a copy of the version 3 fixture
+// and checks that everything in it is delivered, in order, once: a's
+// stored transaction with its ID's items and hash, then the rest of its
+// queue, and b's queue; that the keys still pending are still
+// deduplicated; and that nothing is left once both have drained.
+func TestV3BacklogOpensAndDrainsInOrder(t *testing.T) {
+	if *writeFixture {
+		writeV3Backlog(t, dbPath(t))
+		t.Log("wrote", fixturePath)
+		return
+	}
+	raw, err := os.ReadFile(fixturePath)
+	require.NoError(t, err)
+	path := dbPath(t)
+	require.NoError(t, os.WriteFile(path, raw, 0o600))
+
+	s := openStore(t, path, Options{})
+	require.Equal(t, schemaVersion, pragma[int](t, s, "user_version"))
+	ctx := t.Context()
+	var wantA, wantB []string
+	for i := range fixtureEvents {
+		wantA = append(wantA, fmt.Sprintf("$%d", i))
+		if i%3 == 0 {
+			wantB = append(wantB, fmt.Sprintf("$%d", i))
+		}
+	}
+	for range fixtureToDev {
+		wantA = append(wantA, "") // keyless
+	}
+	bl, err := s.Backlogs(ctx)
+	require.NoError(t, err)
+	require.Len(t, bl, 2)
+	require.Equal(t, store.Backlog{Service: "a", Txns: 1, Queued: len(wantA) - fixtureTxn, Oldest: bl[0].Oldest}, bl[0])
+	require.Equal(t, store.Backlog{Service: "b", Queued: len(wantB), Oldest: bl[1].Oldest}, bl[1])
+
+	// The fixture's lease has expired: a new owner takes a over.
+	ea, err := s.Claim(ctx, "a", "reader", time.Hour)
+	require.NoError(t, err)
+	eb, err := s.Claim(ctx, "b", "reader", time.Hour)
+	require.NoError(t, err)
+
+	// Keys still pending are not queued again; a new one is.
+	require.NoError(t, s.Append(ctx, []store.Entry{fixtureEntry(150), fixtureEntry(3), fixtureEntry(590), entry("$new", "new", "a", "b")}))
+	wantA = append(wantA, "$new")
+	wantB = append(wantB, "$new")
+
+	txns, err := s.Txns(ctx, "a", 0)
+	require.NoError(t, err)
+	require.Len(t, txns, 1)
+	require.Equal(t, store.HashItems(txns[0].Items), txns[0].Hash)
+	var gotA []string
+	for _, it := range txns[0].Items {
+		gotA = append(gotA, it.Key)
+	}
+	require.NoError(t, s.Complete(ctx, "a", ea, txns[0].ID))
+	gotA = append(gotA, drainKeys(t, s, "a", ea, txns[0].ID)...)
+	require.Equal(t, wantA, gotA, "a's backlog, in order, once")
+	require.Equal(t, wantB, drainKeys(t, s, "b", eb, 0), "b's backlog, in order, once")
+
+	bl, err = s.Backlogs(ctx)
+	require.NoError(t, err)
+	require.Empty(t, bl)
+	require.Zero(t, count(t, s, "items"), "every item is deleted with its last service")
+}
+
+// drainKeys forms and completes transactions of service until none is
+// left, checking that their IDs increase past after, and returns the keys
+// of their items in order.
+func drainKeys(t *testing.T, s *Store, service string, epoch store.Epoch, after int64) []string {
+	t.Helper()
+	var keys []string
+	for {
+		txn, err := s.NextTxn(t.Context(), service, epoch, 1, store.Limits{MaxItems: 64, MaxBytes: 1 << 20})
+		require.NoError(t, err)
+		if txn == nil {
+			return keys
+		}
+		require.Greater(t, txn.ID, after, "transaction IDs increase")
+		after = txn.ID
+		for _, it := range txn.Items {
+			keys = append(keys, it.Key)
+		}
+		require.NoError(t, s.Complete(t.Context(), service, epoch, txn.ID))
+	}
+}
