@@ -89,14 +89,9 @@ type benchChild struct {
 // the child's standard input, so that it stops cleanly, and fails b if it
 // does not (unless it was killed).
 func startBenchChild(b *testing.B, spec benchChildSpec) *benchChild {
-	raw, err := json.Marshal(spec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	c := &benchChild{done: make(chan struct{})}
-	c.cmd = exec.Command(os.Args[0], "-test.run=^TestBenchChild$", "-test.count=1", "-test.timeout=1h")
-	c.cmd.Env = append(os.Environ(), benchChildEnv+"="+string(raw))
+	c := &benchChild{cmd: ChildCmd(b, "TestBenchChild", benchChildEnv, spec), done: make(chan struct{})}
 	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
+	var err error
 	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
 		b.Fatal(err)
 	}

@@ -192,18 +192,6 @@ type crashChildSpec struct {
 	Seed uint64    `json:"seed"` // for batch sizes and pacing
 }
 
-// crashGenTransport marks every request with the child's generation.
-type crashGenTransport struct {
-	gen  string
-	base http.RoundTripper
-}
-
-func (t crashGenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set(crashGenHeader, t.gen)
-	return t.base.RoundTrip(r)
-}
-
 // TestCrashChild is the child process of TestCrashTorture; on its own it
 // skips. It reports on file descriptor 3, one line per write:
 //
@@ -246,8 +234,8 @@ func TestCrashChild(t *testing.T) {
 		RetryMax:        100 * time.Millisecond,
 		MaxEventsPerTxn: crashMaxEvents,
 		AnswerTimeout:   10 * time.Second,
-		HTTPClient: &http.Client{Transport: crashGenTransport{
-			gen: strconv.Itoa(spec.Gen), base: transport,
+		HTTPClient: &http.Client{Transport: scheduler.TagTransport{
+			Header: crashGenHeader, Value: strconv.Itoa(spec.Gen), Base: transport,
 		}},
 	})
 	require.NoError(t, err)
@@ -635,12 +623,9 @@ type crashHarness struct {
 // spawn starts a child for spec.
 func (h *crashHarness) spawn(spec crashChildSpec) *crashProc {
 	t := h.t
-	raw, err := json.Marshal(spec)
-	require.NoError(t, err)
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1", "-test.timeout=10m")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+string(raw))
+	cmd := scheduler.ChildCmd(t, "TestCrashChild", crashChildEnv, spec)
 	cmd.ExtraFiles = []*os.File{w}
 	p := &crashProc{
 		cmd:    cmd,

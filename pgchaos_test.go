@@ -99,18 +99,6 @@ func chaosRegistrations(urls []string) ([]*Registration, error) {
 	return regs, nil
 }
 
-// chaosTagger marks every request with the process's tag.
-type chaosTagger struct {
-	tag  string
-	base http.RoundTripper
-}
-
-func (c chaosTagger) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set(chaosHeader, c.tag)
-	return c.base.RoundTrip(r)
-}
-
 // TestPostgresChaosChild is one scheduler process of the chaos tests; it
 // runs only when they start it. It enqueues its events in calls of 1 to
 // 10, printing "acked N" once every event up to N is durable and
@@ -139,7 +127,7 @@ func TestPostgresChaosChild(t *testing.T) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	defer transport.CloseIdleConnections() // the client is ours, not the scheduler's
 	s, err := New(Config{ServerName: "example.org", Services: regs, Store: st,
-		HTTPClient: &http.Client{Transport: chaosTagger{tag, transport}},
+		HTTPClient: &http.Client{Transport: TagTransport{chaosHeader, tag, transport}},
 		LeaseTTL:   chaosLease, PollInterval: 200 * time.Millisecond,
 		RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond})
 	require.NoError(t, err)
@@ -253,10 +241,7 @@ func (r *chaosRun) spawn(slot, inc int) *chaosProc {
 	for _, as := range r.ases {
 		urls = append(urls, as.URL())
 	}
-	spec, err := json.Marshal(chaosSpec{DSN: r.dsn, Schema: r.schema, Slot: slot, Inc: inc, URLs: urls})
-	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPostgresChaosChild$", "-test.count=1", "-test.timeout=10m")
-	cmd.Env = append(os.Environ(), chaosSpecEnv+"="+string(spec))
+	cmd := ChildCmd(t, "TestPostgresChaosChild", chaosSpecEnv, chaosSpec{DSN: r.dsn, Schema: r.schema, Slot: slot, Inc: inc, URLs: urls})
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
