@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/asdeliver/scheduler/internal/eventjson"
+	"github.com/asdeliver/scheduler/internal/eventjson/eventjsontest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -273,7 +274,7 @@ func TestValidateHandBuiltEvent(t *testing.T) {
 // refParseEvent is ParseEvent's definition written with encoding/json, slowly:
 // the oracle for FuzzParseEvent.
 func refParseEvent(raw []byte) (fields map[string]string, stateKey *string, ok bool) {
-	if !json.Valid(raw) || !utf8.Valid(raw) || !refDecodable(raw) {
+	if !json.Valid(raw) || !utf8.Valid(raw) || !eventjsontest.Decodable(raw, eventjson.MaxDepth) {
 		return nil, nil, false
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -543,44 +544,6 @@ func TestUndecodableEventsAreRefused(t *testing.T) {
 			require.NoError(t, err)
 		})
 	}
-}
-
-// refDecodable reports whether the valid JSON data nests at most
-// eventjson.MaxDepth deep and has no number beyond a 64-bit float's range.
-func refDecodable(data []byte) bool {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if dec.Decode(&v) != nil {
-		return false
-	}
-	var walk func(v any, depth int) bool
-	walk = func(v any, depth int) bool {
-		var items []any
-		switch v := v.(type) {
-		case json.Number:
-			_, err := strconv.ParseFloat(string(v), 64)
-			return err == nil
-		case []any:
-			items = v
-		case map[string]any:
-			for _, e := range v {
-				items = append(items, e)
-			}
-		default:
-			return true
-		}
-		if depth+1 > eventjson.MaxDepth {
-			return false
-		}
-		for _, e := range items {
-			if !walk(e, depth+1) {
-				return false
-			}
-		}
-		return true
-	}
-	return walk(v, 0)
 }
 
 // refLoneSurrogate reports whether the JSON string v has a \u escape of a

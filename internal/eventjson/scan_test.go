@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"strconv"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/asdeliver/scheduler/internal/eventjson/eventjsontest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -79,7 +79,7 @@ func TestCheckObject(t *testing.T) {
 // encoding/json, slowly: whether data is one JSON object in valid UTF-8,
 // whether it has one of the Keys twice, and the raw value of each it has.
 func reference(data []byte) (object, dup bool, found map[Key]json.RawMessage) {
-	if !json.Valid(data) || !utf8.Valid(data) || !decodable(data) {
+	if !json.Valid(data) || !utf8.Valid(data) || !eventjsontest.Decodable(data, MaxDepth) {
 		return false, false, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -163,43 +163,4 @@ func TestValueRefusesLoneSurrogates(t *testing.T) {
 	} {
 		require.Equal(t, c.lone, hasLoneSurrogate(c.quoted), c.quoted)
 	}
-}
-
-// decodable reports whether the valid JSON data nests at most MaxDepth
-// deep and has no number beyond a 64-bit float's range.
-func decodable(data []byte) bool {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if dec.Decode(&v) != nil {
-		return false
-	}
-	var walk func(v any, depth int) bool
-	walk = func(v any, depth int) bool {
-		switch v := v.(type) {
-		case json.Number:
-			_, err := strconv.ParseFloat(string(v), 64)
-			return err == nil
-		case []any:
-			if depth+1 > MaxDepth {
-				return false
-			}
-			for _, e := range v {
-				if !walk(e, depth+1) {
-					return false
-				}
-			}
-		case map[string]any:
-			if depth+1 > MaxDepth {
-				return false
-			}
-			for _, e := range v {
-				if !walk(e, depth+1) {
-					return false
-				}
-			}
-		}
-		return true
-	}
-	return walk(v, 0)
 }
