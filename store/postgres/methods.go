@@ -327,23 +327,6 @@ func (s *Store) enterService(ctx context.Context, op, service string) error {
 	return checkName(op, "service ID", service)
 }
 
-// checkLimits returns an error matching store.ErrInvalid for limits that
-// NextTxn refuses.
-func checkLimits(op string, lim store.Limits) error {
-	if lim.MaxItems <= 0 {
-		return invalid(op, "Limits.MaxItems is %d: pass at least 1", lim.MaxItems)
-	}
-	if lim.MaxBytes <= 0 {
-		return invalid(op, "Limits.MaxBytes is %d: pass at least 1", lim.MaxBytes)
-	}
-	for k, n := range lim.MaxItemsByKind {
-		if n <= 0 {
-			return invalid(op, "Limits.MaxItemsByKind[%d] is %d: pass at least 1", k, n)
-		}
-	}
-	return nil
-}
-
 // maxPage caps the rows NextTxn reads at once.
 const maxPage = 1000
 
@@ -359,13 +342,11 @@ func firstPage(lim store.Limits) int {
 // former takes the items of a transaction from pages of the queue, in
 // order, until the first that does not fit the limits.
 type former struct {
-	lim     store.Limits
-	items   []store.Item
-	size    int
-	perKind [256]int // Kind is a uint8
-	full    bool     // an item did not fit: the transaction is complete
-	rows    int      // rows read from the last page
-	last    int64    // seq of the last row read
+	fit   *store.Fit
+	items []store.Item
+	full  bool  // an item did not fit: the transaction is complete
+	rows  int   // rows read from the last page
+	last  int64 // seq of the last item taken
 }
 
 // add reads one page of rows (seq, kind, key, data), which come in no
@@ -388,12 +369,10 @@ func (f *former) add(rows pgx.Rows) error {
 	f.rows = len(page)
 	slices.SortFunc(page, func(a, b store.Item) int { return cmp.Compare(a.Seq, b.Seq) })
 	for _, it := range page {
-		if f.perKind[it.Kind] == f.lim.MaxFor(it.Kind) || (len(f.items) > 0 && f.size+len(it.Data) > f.lim.MaxBytes) {
+		if !f.fit.Take(it.Kind, len(it.Data)) {
 			f.full = true
 			return nil
 		}
-		f.perKind[it.Kind]++
-		f.size += len(it.Data)
 		f.items = append(f.items, it)
 		f.last = it.Seq
 	}
@@ -401,16 +380,17 @@ func (f *former) add(rows pgx.Rows) error {
 }
 
 // NextTxn forms the next transaction of service, as store.Store documents,
-// in one database transaction that holds the lease row locked (FOR
-// UPDATE) from the epoch check to the commit. An epoch whose lease expired
+// in one database transaction that holds the lease row locked (FOR NO KEY
+// UPDATE, which a Complete of the same owner does not wait for) from the
+// epoch check to the commit. An epoch whose lease expired
 // stays current until another owner claims the service.
 func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
 	const op = "forming transaction"
 	if err := s.enterService(ctx, op, service); err != nil {
 		return nil, err
 	}
-	if err := checkLimits(op, lim); err != nil {
-		return nil, err
+	if err := lim.Validate(); err != nil {
+		return nil, fmt.Errorf("postgres: %s: %w", op, err)
 	}
 	txn, err := s.nextTxn(ctx, service, epoch, format, lim)
 	switch {
@@ -424,7 +404,7 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 
 func (s *Store) nextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
 	page := firstPage(lim)
-	f := &former{lim: lim}
+	f := &former{fit: lim.NewFit()}
 	var current int64
 
 	// Two round trips on one connection: begin, lock the lease row and
