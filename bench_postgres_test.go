@@ -9,7 +9,6 @@ package scheduler
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -50,12 +49,8 @@ type benchChildSpec struct {
 // warm-up event, and stops the Scheduler when its standard input ends
 // (the parent closed it, or died).
 func TestBenchChild(t *testing.T) {
-	raw := os.Getenv(benchChildEnv)
-	if raw == "" {
-		t.Skip("the child process of BenchmarkFailover: runs only when started by it")
-	}
 	var spec benchChildSpec
-	require.NoError(t, json.Unmarshal([]byte(raw), &spec))
+	ChildSpec(t, benchChildEnv, "the PostgreSQL benchmarks", &spec)
 	ctx := context.Background()
 	st, err := postgres.OpenWithOptions(ctx, pgtest.DSN(t), postgres.Options{Schema: spec.Schema})
 	require.NoError(t, err)

@@ -42,3 +42,17 @@ func (t TagTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r.Header.Set(t.Header, t.Value)
 	return t.Base.RoundTrip(r)
 }
+
+// ChildSpec reads into spec, in a child test, what ChildCmd put in env.
+// When env is unset, the test runs on its own, as part of the package's
+// tests: it skips t, saying it is the child of parent.
+func ChildSpec(t *testing.T, env, parent string, spec any) {
+	t.Helper()
+	raw := os.Getenv(env)
+	if raw == "" {
+		t.Skipf("a child process of %s: runs only when started by it", parent)
+	}
+	if err := json.Unmarshal([]byte(raw), spec); err != nil {
+		t.Fatalf("decoding the spec in %s: %v", env, err)
+	}
+}

@@ -204,12 +204,8 @@ type crashChildSpec struct {
 // It stops the scheduler when its standard input ends, and exits 0 if
 // that stop was clean.
 func TestCrashChild(t *testing.T) {
-	raw := os.Getenv(crashChildEnv)
-	if raw == "" {
-		t.Skip("the child process of TestCrashTorture: runs only when started by it")
-	}
 	var spec crashChildSpec
-	require.NoError(t, json.Unmarshal([]byte(raw), &spec))
+	scheduler.ChildSpec(t, crashChildEnv, "TestCrashTorture", &spec)
 	report := os.NewFile(3, "crash-report")
 	require.NotNil(t, report)
 	defer report.Close()

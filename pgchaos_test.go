@@ -3,7 +3,6 @@ package scheduler
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -106,12 +105,8 @@ func chaosRegistrations(urls []string) ([]*Registration, error) {
 // standard input ends the enqueueing ("produced"); the end of its input
 // stops the scheduler cleanly.
 func TestPostgresChaosChild(t *testing.T) {
-	raw := os.Getenv(chaosSpecEnv)
-	if raw == "" {
-		t.Skip("a child process of the PostgreSQL chaos tests: runs only when started by them")
-	}
 	var spec chaosSpec
-	require.NoError(t, json.Unmarshal([]byte(raw), &spec))
+	ChildSpec(t, chaosSpecEnv, "the PostgreSQL chaos tests", &spec)
 	ctx := context.Background()
 	tag := chaosTag(spec.Slot, spec.Inc)
 	sep := "?"
