@@ -370,10 +370,12 @@ func (d *deliverer) form(ctx context.Context) (*store.Txn, error) {
 	format := wire.FormatFor(bodyFlags(d.reg.Load()))
 	elsewhere := d.queuedElsewhere.Swap(false)
 	txn, err := d.store.NextTxn(ctx, d.id, d.lease.epoch, format, d.limits)
+	if elsewhere && (err != nil || txn != nil) {
+		// Only a formation that finds the queue empty shows that the
+		// other processes' items are all taken.
+		d.queuedElsewhere.Store(true)
+	}
 	if err != nil {
-		if elsewhere {
-			d.queuedElsewhere.Store(true)
-		}
 		if ctx.Err() != nil {
 			return nil, errStopping // Stop ran out of time: not a store error
 		}
@@ -381,16 +383,12 @@ func (d *deliverer) form(ctx context.Context) (*store.Txn, error) {
 	}
 	if txn != nil {
 		// Items of other processes are not counted: keep the estimate at
-		// zero or above, and assume they continue until a formation
-		// finds the queue empty.
+		// zero or above.
 		for n := int64(len(txn.Items)); ; {
 			v := d.queued.Load()
 			if d.queued.CompareAndSwap(v, max(v-n, 0)) {
 				break
 			}
-		}
-		if elsewhere {
-			d.queuedElsewhere.Store(true)
 		}
 	}
 	return txn, nil

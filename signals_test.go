@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -133,4 +134,25 @@ func TestLeaseReleasedElsewhereIsClaimedOnAWake(t *testing.T) {
 	require.NoError(t, shared.Store.Release(ctx, "a", epoch))
 	shared.signal(store.Signal{Service: "a", Kind: store.SignalWork})
 	waitDelivered(t, as, 1)
+}
+
+// TestWorkOfAnotherProcessKeepsTheQueuedEstimateAtZero: items that another
+// process appended (here, straight into the Store) reach the owner as a
+// work signal, not in its count of queued items; it delivers them, and
+// that count, on which Config.MaxQueuedPerService relies, stays at zero
+// instead of going below it by what the other process queued.
+func TestWorkOfAnotherProcessKeepsTheQueuedEstimateAtZero(t *testing.T) {
+	as := astest.New(t, "tok")
+	cfg := testConfig(t, reg("a", as, "@a_.*"))
+	s := start(t, cfg)
+	var entries []store.Entry
+	for i := range 5 {
+		ev := event(fmt.Sprintf("$%d", i), "!r:example.org", "@a_x:example.org")
+		entries = append(entries, store.Entry{Item: store.Item{Kind: store.KindEvent, Key: ev.ID, Data: ev.Raw}, Services: []string{"a"}})
+	}
+	require.NoError(t, cfg.Store.Append(context.Background(), entries))
+	d := s.deliverer("a")
+	d.workElsewhere()
+	waitDelivered(t, as, len(entries))
+	require.Zero(t, d.queued.Load())
 }
