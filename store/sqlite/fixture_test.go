@@ -1,8 +1,6 @@
 package sqlite
 
 import (
-	"database/sql"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -20,11 +18,9 @@ import (
 // that version would leave it: 600 events for service a, every third of
 // them also for b, five keyless to-device items for a, and a's oldest 100
 // events formed into a transaction that was never completed. Later
-// versions must open it and deliver all of it, in order, once. Rewrite it
-// only to make a fixture of version 3 again:
-// go test ./store/sqlite -run TestV3Backlog -args -write-fixture.
-var writeFixture = flag.Bool("write-fixture", false, "rewrite testdata/v3-backlog.db with this version of the store")
-
+// versions must open it and deliver all of it, in order, once. It was
+// written by appending fixtureEntry(i) in calls of 50, then the to-device
+// items, then forming a transaction of 100.
 const (
 	fixturePath   = "testdata/v3-backlog.db"
 	fixtureEvents = 600
@@ -41,67 +37,12 @@ func fixtureEntry(i int) store.Entry {
 	return entry(fmt.Sprintf("$%d", i), fmt.Sprintf(`{"n":%d,"body":"%s"}`, i, strings.Repeat("x", 40)), services...)
 }
 
-// writeV3Backlog writes the fixture through a store at path.
-func writeV3Backlog(t *testing.T, path string) {
-	require.Equal(t, 3, schemaVersion, "the fixture is of version 3: keep the file, and write new fixtures under new names")
-	s, err := OpenWithOptions(path, Options{})
-	require.NoError(t, err)
-	s.w.recent.max = 256 // the keys reach the pending table in several batches
-	for first := 0; first < fixtureEvents; first += 50 {
-		var entries []store.Entry
-		for i := first; i < first+50; i++ {
-			entries = append(entries, fixtureEntry(i))
-		}
-		require.NoError(t, s.Append(t.Context(), entries))
-	}
-	var toDevice []store.Entry
-	for i := range fixtureToDev {
-		toDevice = append(toDevice, store.Entry{
-			Item:     store.Item{Kind: store.KindToDevice, Data: []byte(fmt.Sprintf(`{"to_device":%d}`, i))},
-			Services: []string{"a"},
-		})
-	}
-	require.NoError(t, s.Append(t.Context(), toDevice))
-	epoch, err := s.Claim(t.Context(), "a", "fixture", time.Millisecond)
-	require.NoError(t, err)
-	txn, err := s.NextTxn(t.Context(), "a", epoch, 1, store.Limits{MaxItems: fixtureTxn, MaxBytes: 1 << 20})
-	require.NoError(t, err)
-	require.Len(t, txn.Items, fixtureTxn)
-	pending := count(t, s, "pending")
-
-	// The fixture is a snapshot taken by a connection of its own: one
-	// file, without the store's log.
-	require.NoError(t, os.Remove(fixturePath))
-	db, err := sql.Open(driverName, path)
-	require.NoError(t, err)
-	_, err = db.Exec("VACUUM INTO ?", fixturePath)
-	require.NoError(t, err)
-	require.NoError(t, db.Close())
-	require.NoError(t, s.Close())
-
-	db, err = sql.Open(driverName, fixturePath)
-	require.NoError(t, err)
-	defer db.Close()
-	var version, inTable, queued int
-	require.NoError(t, db.QueryRow("PRAGMA user_version").Scan(&version))
-	require.Equal(t, 3, version)
-	require.NoError(t, db.QueryRow("SELECT count(*) FROM pending").Scan(&inTable))
-	require.Equal(t, pending, inTable)
-	require.NoError(t, db.QueryRow("SELECT count(*) FROM queue q JOIN items i ON i.seq = q.seq WHERE i.key <> ''").Scan(&queued))
-	require.Equal(t, queued, inTable, "every pending key is in the pending table")
-}
-
 // TestV3BacklogOpensAndDrainsInOrder opens a copy of the version 3 fixture
 // and checks that everything in it is delivered, in order, once: a's
 // stored transaction with its ID's items and hash, then the rest of its
 // queue, and b's queue; that the keys still pending are still
 // deduplicated; and that nothing is left once both have drained.
 func TestV3BacklogOpensAndDrainsInOrder(t *testing.T) {
-	if *writeFixture {
-		writeV3Backlog(t, dbPath(t))
-		t.Log("wrote", fixturePath)
-		return
-	}
 	raw, err := os.ReadFile(fixturePath)
 	require.NoError(t, err)
 	path := dbPath(t)
@@ -153,7 +94,7 @@ func TestV3BacklogOpensAndDrainsInOrder(t *testing.T) {
 	bl, err = s.Backlogs(ctx)
 	require.NoError(t, err)
 	require.Empty(t, bl)
-	require.Zero(t, count(t, s, "items"), "every item is deleted with its last service")
+	require.Zero(t, count(t, s, "batches"), "every item is deleted with its last service")
 }
 
 // drainKeys forms and completes transactions of service until none is

@@ -11,9 +11,9 @@ import (
 const applicationID = 0x61736476
 
 // migrations are the schema changes, in order: migrations[i] takes a file
-// from schema version i to i+1 (PRAGMA user_version). Append to the list;
-// never edit an entry that has been released.
-var migrations = []string{
+// from schema version i to i+1 (PRAGMA user_version), in a transaction.
+// Append to the list; never edit an entry that has been released.
+var migrations = []func(ctx context.Context, tx *sql.Tx) error{
 	// 1: the initial schema.
 	//
 	// items holds each item's bytes once. AUTOINCREMENT keeps seq from being
@@ -32,7 +32,7 @@ var migrations = []string{
 	// services keeps what must outlive the service's queue: the last
 	// transaction ID, the lease and the highest epoch ever granted, and a
 	// count of queued rows so that Backlogs does not count them.
-	`
+	execSQL(`
 CREATE TABLE items (
 	seq     INTEGER PRIMARY KEY AUTOINCREMENT,
 	kind    INTEGER NOT NULL,
@@ -74,7 +74,7 @@ CREATE TABLE services (
 	lease_expires INTEGER NOT NULL DEFAULT 0, -- unix nanoseconds
 	max_epoch     INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-`,
+`),
 
 	// 2: a key index that is cheap to keep. Version 1 deduplicated pending
 	// keys with a unique index on the queue's text keys, so completing a
@@ -91,7 +91,7 @@ CREATE TABLE services (
 	// once the service has nothing pending, otherwise once the stale rows
 	// outnumber the queued ones, so a removal costs a bounded amount per
 	// completed item and the index is rewritten in order, not at random.
-	`
+	execSQL(`
 CREATE TABLE pending (
 	service TEXT    NOT NULL,
 	h       INTEGER NOT NULL,
@@ -112,7 +112,7 @@ ALTER TABLE queue_v2 RENAME TO queue;
 CREATE INDEX queue_by_seq ON queue (seq);
 
 ALTER TABLE services ADD COLUMN dedup_stale INTEGER NOT NULL DEFAULT 0;
-`,
+`),
 
 	// 3: the pending table may lack the keys of the newest items. The
 	// writer keeps up to recentMax of them in memory and writes them to
@@ -120,11 +120,28 @@ ALTER TABLE services ADD COLUMN dedup_stale INTEGER NOT NULL DEFAULT 0;
 	// table's highest seq are read back from the queue (see recentKeys).
 	// A version that trusts the table to hold every pending key would
 	// queue duplicates, so the version changes; the tables do not.
-	`SELECT 1`,
+	execSQL(`SELECT 1`),
+
+	// 4: a few rows per Append instead of three per item (see layout.go):
+	// batches hold the items of a call, queue rows say which of them each
+	// service takes, and the pending keys live in memory (pendingKeys),
+	// rebuilt from the batches at Open. queue rows are keyed by the
+	// highest seq the service takes from the batch (last), so a service's
+	// rows in key order are its items in seq order, and those it has
+	// completed are a prefix.
+	toBatches,
 }
 
-// keyHash is the hash of an item's kind and key in the pending table:
-// FNV-1a, 64 bits. It is stored, so it must never change.
+// execSQL returns a migration that runs the statements of query.
+func execSQL(query string) func(ctx context.Context, tx *sql.Tx) error {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, query)
+		return err
+	}
+}
+
+// keyHash is the hash of an item's kind and key in the pending table of
+// versions 2 and 3: FNV-1a, 64 bits. Migration 2 stores it.
 func keyHash(kind int64, key string) int64 {
 	const offset, prime = 14695981039346656037, 1099511628211
 	h := uint64(offset)
@@ -176,7 +193,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 				return err
 			}
 			defer func() { _ = tx.Rollback() }()
-			if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			if err := migrations[v](ctx, tx); err != nil {
 				return err
 			}
 			// PRAGMA takes no parameters; both values are ours.

@@ -154,9 +154,12 @@ func (s *Store) checkpointIfShrunk(ctx context.Context) error {
 	return s.ckpt.truncateLog()
 }
 
-// checkRoom fails with ErrFull when the pages in use inside tx exceed what
-// Options.MaxSize leaves for appends.
-func (s *Store) checkRoom(ctx context.Context, tx *sql.Tx) error {
+// checkRoom fails with ErrFull, before anything is written, when an
+// Append of a batch of size bytes queued for services would take the
+// pages in use past what Options.MaxSize leaves for appends. It counts
+// the pages the rows may take at most: the batch's bytes in overflow
+// pages, and a page per row for the rows and the index entries.
+func (s *Store) checkRoom(ctx context.Context, tx *sql.Tx, size, services int) error {
 	if s.appendMaxPages == 0 {
 		return nil
 	}
@@ -164,9 +167,10 @@ func (s *Store) checkRoom(ctx context.Context, tx *sql.Tx) error {
 	if err := tx.StmtContext(ctx, s.st.pagesInUse).QueryRowContext(ctx).Scan(&inUse); err != nil {
 		return fmt.Errorf("reading the database size: %w", err)
 	}
-	if inUse > s.appendMaxPages {
-		return fmt.Errorf("%w: storing the call would fill %d pages of %d bytes, and Options.MaxSize leaves %d for queued items",
-			ErrFull, inUse, s.pageSize, s.appendMaxPages)
+	need := int64(size)/(s.pageSize-4) + 2 + int64(services)
+	if inUse+need > s.appendMaxPages {
+		return refuse(fmt.Errorf("%w: storing the call would take %d pages of %d bytes in use to %d, and Options.MaxSize leaves %d for queued items",
+			ErrFull, inUse, s.pageSize, inUse+need, s.appendMaxPages))
 	}
 	return nil
 }

@@ -294,7 +294,7 @@ func TestCheckpointDoesNotWaitForAnotherReader(t *testing.T) {
 	reader, err := foreignDB(t, path).Begin()
 	require.NoError(t, err)
 	var n int
-	require.NoError(t, reader.QueryRow("SELECT count(*) FROM items").Scan(&n))
+	require.NoError(t, reader.QueryRow("SELECT sum(n) FROM batches").Scan(&n))
 	require.Equal(t, 20_000, n)
 
 	start := time.Now()
@@ -302,7 +302,7 @@ func TestCheckpointDoesNotWaitForAnotherReader(t *testing.T) {
 	require.Equal(t, 20_000, d.drain(t, nil))
 	require.Less(t, time.Since(start), 30*time.Second, "a checkpoint waited for the reader")
 	// The reader still sees its snapshot.
-	require.NoError(t, reader.QueryRow("SELECT count(*) FROM items").Scan(&n))
+	require.NoError(t, reader.QueryRow("SELECT sum(n) FROM batches").Scan(&n))
 	require.Equal(t, 20_000, n)
 	require.NoError(t, reader.Rollback())
 
@@ -355,8 +355,19 @@ func fill(t *testing.T, s *Store, first int, services ...string) (int, error) {
 // queuedCount returns the items queued or in stored transactions of svc.
 func queuedCount(t *testing.T, s *Store, svc string) int {
 	t.Helper()
-	var n int
-	require.NoError(t, s.db.QueryRow("SELECT count(*) FROM queue WHERE service = ?", svc).Scan(&n))
+	bl, err := s.Backlogs(t.Context())
+	require.NoError(t, err)
+	n := 0
+	for _, b := range bl {
+		if b.Service == svc {
+			n += b.Queued
+		}
+	}
+	txns, err := s.Txns(t.Context(), svc, 0)
+	require.NoError(t, err)
+	for _, txn := range txns {
+		n += len(txn.Items)
+	}
 	return n
 }
 
@@ -405,10 +416,17 @@ func TestAppendAtMaxSizeFailsWithErrFullAndStoresNothing(t *testing.T) {
 }
 
 // TestAppendLargerThanMaxSizeFailsWithErrFull checks the other way to the
-// cap: one call larger than the whole cap stops at SQLite's max_page_count
-// (SQLITE_FULL), which must match ErrFull too.
+// cap: one call larger than the whole cap, let past Append's own check,
+// stops at SQLite's max_page_count (SQLITE_FULL) in the middle of its
+// writes. That must match ErrFull too, undo the call, and leave the store
+// working, with the calls that shared its transaction stored.
 func TestAppendLargerThanMaxSizeFailsWithErrFull(t *testing.T) {
 	s := openStore(t, dbPath(t), Options{MaxSize: MinMaxSize})
+	require.ErrorIs(t, s.Append(t.Context(), []store.Entry{{
+		Item:     store.Item{Kind: store.KindEvent, Key: "$big", Data: make([]byte, MinMaxSize)},
+		Services: []string{"a"},
+	}}), ErrFull, "refused by Append's own check")
+	s.appendMaxPages = 0 // SQLite's cap alone
 	var entries []store.Entry
 	for i := range 5000 {
 		entries = append(entries, store.Entry{
@@ -416,12 +434,21 @@ func TestAppendLargerThanMaxSizeFailsWithErrFull(t *testing.T) {
 			Services: []string{"a", "b"},
 		})
 	}
-	err := s.Append(t.Context(), entries)
+	// Another call shares the failed call's transaction: it runs again.
+	release := blockWriter(t, s)
+	wait := calls(t, s, 0,
+		func() error { return s.Append(t.Context(), []store.Entry{entry("$small", "x", "c")}) },
+		func() error { return s.Append(t.Context(), entries) })
+	release()
+	errs := wait()
+	require.NoError(t, errs[0])
+	err := errs[1]
 	require.ErrorIs(t, err, ErrFull)
 	require.ErrorContains(t, err, "database or disk is full", "SQLite's own error")
-	require.Zero(t, count(t, s, "items"))
-	require.Zero(t, count(t, s, "queue"))
-	require.NoError(t, s.Append(t.Context(), entries[:10]), "the store works after the failed call")
+	require.Equal(t, 1, count(t, s, "items"), "only the other call's item")
+	require.Equal(t, 1, count(t, s, "queue"))
+	require.NoError(t, s.Append(t.Context(), append(entries[:10], entry("$small", "x", "c"))), "the store works after the failed call")
+	require.Equal(t, 11, count(t, s, "items"), "$small is still pending for c")
 }
 
 // TestReopenWithLargerMaxSizeAcceptsMore is the operator's way out of a

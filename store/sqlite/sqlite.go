@@ -107,6 +107,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"io/fs"
 	"math"
@@ -185,7 +186,7 @@ const journalSizeLimit = 64 << 20
 // KiB when negative). The default 2 MiB is small for the random lookups of
 // the deduplication index under a backlog. SQLite fills it only as pages
 // are read, so a small store stays small in memory.
-const cacheSizeKiB = 32 << 10
+const cacheSizeKiB = 4 << 10
 
 // walAutocheckpointPages is how many pages the write-ahead log holds before
 // SQLite itself copies them into the database file (PRAGMA
@@ -251,6 +252,9 @@ type Store struct {
 	// appendMaxPages is how many pages in use Append may leave (MaxSize
 	// less the reserve); 0 when there is no cap.
 	appendMaxPages int64
+
+	// keySeed seeds the sums of pending keys (see pendingKeys).
+	keySeed maphash.Seed
 
 	// now is the clock; tests replace it.
 	now func() time.Time
@@ -437,9 +441,20 @@ func (s *Store) open(opts Options) error {
 		return err
 	}
 	s.st = st
+	s.keySeed = maphash.MakeSeed()
+	if s.w.mem, err = loadMemory(ctx, s.db, s.keySeed); err != nil {
+		return fmt.Errorf("reading the pending items: %w", err)
+	}
 	// Whatever an earlier process left free goes back to the file system.
 	if err := s.compact(ctx); err != nil {
 		return fmt.Errorf("giving free pages back to the file system: %w", err)
+	}
+	if opts.MaxSize > 0 {
+		// Again: SQLite keeps the cap at least at the size the file had
+		// when it was set, and a migration may briefly have doubled it.
+		if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", opts.MaxSize/s.pageSize)); err != nil {
+			return err
+		}
 	}
 	if opts.Synchronous == SynchronousFull {
 		// s.path is resolved as SQLite resolves it (realPath), so its log

@@ -68,11 +68,16 @@ func entry(key, data string, services ...string) store.Entry {
 
 var lots = store.Limits{MaxItems: 1 << 20, MaxBytes: 1 << 30}
 
-// count returns the number of rows of table.
+// count returns the number of rows of table, or for "items" the number of
+// items stored in batches.
 func count(t *testing.T, s *Store, table string) int {
 	t.Helper()
+	query := "SELECT count(*) FROM " + table
+	if table == "items" {
+		query = "SELECT coalesce(sum(n), 0) FROM batches"
+	}
 	var n int
-	require.NoError(t, s.db.QueryRow("SELECT count(*) FROM "+table).Scan(&n))
+	require.NoError(t, s.db.QueryRow(query).Scan(&n))
 	return n
 }
 
@@ -780,9 +785,9 @@ func TestMigrationFromVersion1KeepsEveryPendingItem(t *testing.T) {
 
 	s := openStore(t, path, Options{})
 	require.Equal(t, schemaVersion, pragma[int](t, s, "user_version"))
-	// Migration 2 copied the keys of the four keyed queue rows into the
-	// pending table (the recent keys would cover for it otherwise).
-	require.Equal(t, 4, count(t, s, "pending"))
+	// Migration 4 made a batch of each item: each was appended at a time
+	// of its own, so by a call of its own.
+	require.Equal(t, 4, count(t, s, "batches"))
 	ctx := t.Context()
 	txns, err := s.Txns(ctx, "a", 0)
 	require.NoError(t, err)
@@ -828,11 +833,10 @@ func TestMigrationFromVersion1KeepsEveryPendingItem(t *testing.T) {
 		require.Equal(t, svc.want, seqs, svc.name)
 		require.NoError(t, s.Complete(ctx, svc.name, svc.epoch, txn.ID))
 	}
-	for _, table := range []string{"items", "queue", "txns"} {
+	for _, table := range []string{"batches", "queue", "txns"} {
 		require.Zero(t, count(t, s, table), table)
 	}
-	// The keys of delivered items may stay behind for a while, stale: a
-	// key appended again is queued again.
+	// A key whose items were delivered is queued again.
 	require.NoError(t, s.Append(ctx, []store.Entry{
 		{Item: store.Item{Kind: store.KindEphemeral, Key: "$3", Data: []byte("later")}, Services: []string{"b"}},
 	}))
@@ -841,50 +845,33 @@ func TestMigrationFromVersion1KeepsEveryPendingItem(t *testing.T) {
 	require.Equal(t, []store.Backlog{{Service: "b", Queued: 1, Oldest: bl[0].Oldest}}, bl)
 }
 
-func TestStaleKeysArePrunedInBulk(t *testing.T) {
+func TestDeliveredKeysAreForgotten(t *testing.T) {
 	s := newStore(t)
-	s.w.recent.max = 0 // every key goes to the pending table at once
 	ctx := t.Context()
 	e, err := s.Claim(ctx, "a", "o", time.Hour)
 	require.NoError(t, err)
-	const backlog = 3 * pruneMin
-	entries := make([]store.Entry, 0, 1000)
-	for n := 0; n < backlog; n += 1000 {
-		entries = entries[:0]
-		for i := n; i < min(n+1000, backlog); i++ {
-			entries = append(entries, entry(fmt.Sprintf("$%d", i), "x", "a"))
-		}
-		require.NoError(t, s.Append(ctx, entries))
+	const backlog = 3000
+	entries := make([]store.Entry, 0, backlog)
+	for i := range backlog {
+		entries = append(entries, entry(fmt.Sprintf("$%d", i), "x", "a"))
 	}
-	require.Equal(t, backlog, count(t, s, "pending"))
+	require.NoError(t, s.Append(ctx, entries))
+	require.Len(t, s.w.mem.keys.svcs["a"], backlog)
 
-	// Completing leaves the keys of delivered items behind until they
-	// outnumber the queued ones; then one pass removes them.
-	most, delivered := 0, 0
-	for delivered < backlog-1000 {
-		txn, err := s.NextTxn(ctx, "a", e, 1, store.Limits{MaxItems: 500, MaxBytes: 1 << 20})
-		require.NoError(t, err)
-		require.NoError(t, s.Complete(ctx, "a", e, txn.ID))
-		delivered += len(txn.Items)
-		if delivered == len(txn.Items) {
-			require.Equal(t, backlog, count(t, s, "pending"), "a Complete leaves its keys for later")
-		}
-		most = max(most, count(t, s, "pending"))
-		// A removal, once due, takes pruneSlices calls of up to 500 items.
-		require.LessOrEqual(t, count(t, s, "pending")-(backlog-delivered), max(pruneMin, backlog-delivered)+(pruneSlices+1)*500,
-			"stale keys stay bounded by the queue")
-	}
-	require.Equal(t, backlog, most, "no key was deleted one by one")
-	require.Less(t, count(t, s, "pending"), backlog, "stale keys were removed")
+	// A transaction formed but not completed keeps its keys pending.
+	txn, err := s.NextTxn(ctx, "a", e, 1, store.Limits{MaxItems: 1000, MaxBytes: 1 << 20})
+	require.NoError(t, err)
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$0", "again", "a")}))
+	require.NoError(t, s.Complete(ctx, "a", e, txn.ID))
+	require.Len(t, s.w.mem.keys.svcs["a"], backlog-1000)
 
-	// A key whose item was delivered is new again, whether its stale row
-	// is still there or not.
-	require.NoError(t, s.Append(ctx, []store.Entry{entry("$0", "again", "a"), entry(fmt.Sprintf("$%d", backlog-1), "dup", "a")}))
+	// Once completed, its keys are new again; the queued ones are not.
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$0", "again", "a"), entry("$2999", "dup", "a")}))
 	bl, err := s.Backlogs(ctx)
 	require.NoError(t, err)
-	require.Equal(t, backlog-delivered+1, bl[0].Queued)
+	require.Equal(t, backlog-1000+1, bl[0].Queued)
 
-	// Once nothing is queued, every stale key goes.
+	// Once everything is delivered, no key is kept.
 	for {
 		txn, err := s.NextTxn(ctx, "a", e, 1, lots)
 		require.NoError(t, err)
@@ -893,7 +880,8 @@ func TestStaleKeysArePrunedInBulk(t *testing.T) {
 		}
 		require.NoError(t, s.Complete(ctx, "a", e, txn.ID))
 	}
-	require.Zero(t, count(t, s, "pending"))
+	require.Empty(t, s.w.mem.keys.svcs)
+	require.Zero(t, count(t, s, "batches"))
 }
 
 // createVersion1 creates a database at path with schema version 1, as that
@@ -903,13 +891,15 @@ func createVersion1(t *testing.T, path string) *sql.DB {
 	raw, err := sql.Open(driverName, "file:"+path)
 	require.NoError(t, err)
 	raw.SetMaxOpenConns(1)
-	for _, q := range []string{
-		"PRAGMA auto_vacuum = INCREMENTAL",
-		"PRAGMA journal_mode = WAL",
-		migrations[0],
-		"PRAGMA user_version = 1",
-		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
-	} {
+	for _, q := range []string{"PRAGMA auto_vacuum = INCREMENTAL", "PRAGMA journal_mode = WAL"} {
+		_, err := raw.Exec(q)
+		require.NoError(t, err, q)
+	}
+	tx, err := raw.Begin()
+	require.NoError(t, err)
+	require.NoError(t, migrations[0](t.Context(), tx))
+	require.NoError(t, tx.Commit())
+	for _, q := range []string{"PRAGMA user_version = 1", fmt.Sprintf("PRAGMA application_id = %d", applicationID)} {
 		_, err := raw.Exec(q)
 		require.NoError(t, err, q)
 	}
@@ -937,7 +927,7 @@ func TestMigrationOfAFullFileIgnoresMaxSize(t *testing.T) {
 
 	s := openStore(t, path, Options{MaxSize: MinMaxSize})
 	require.Equal(t, schemaVersion, pragma[int](t, s, "user_version"))
-	require.Equal(t, n, count(t, s, "pending"))
+	require.Equal(t, n, count(t, s, "items"))
 	require.Equal(t, 2, pragma[int](t, s, "temp_store"), "temporary storage back in memory")
 	// The cap is back; SQLite keeps it at the size the file had then.
 	require.Less(t, pragma[int](t, s, "max_page_count"), 2*pragma[int](t, s, "page_count"))
@@ -947,18 +937,17 @@ func TestMigrationOfAFullFileIgnoresMaxSize(t *testing.T) {
 	require.Equal(t, n, bl[0].Queued)
 }
 
-// TestKeyWhoseHashCollidesIsNotTakenForADuplicate: a pending row only says
-// "maybe"; Append compares the queued item's kind and key before dropping
-// an entry, so a 64-bit collision never loses an event.
-func TestKeyWhoseHashCollidesIsNotTakenForADuplicate(t *testing.T) {
+// TestKeyWhoseSumCollidesIsNotTakenForADuplicate: a pending key's sum only
+// says "maybe"; Append compares the stored item's kind and key before
+// dropping an entry, so a 64-bit collision never loses an event.
+func TestKeyWhoseSumCollidesIsNotTakenForADuplicate(t *testing.T) {
 	s := newStore(t)
-	s.w.recent.max = 0 // every key goes to the pending table at once
 	ctx := t.Context()
 	require.NoError(t, s.Append(ctx, []store.Entry{entry("$a", "a", "svc")}))
-	// Make "$b" collide with "$a": a row under "$b"'s hash names "$a"'s item.
-	_, err := s.db.Exec(`INSERT INTO pending (service, h, seq) SELECT service, ?, seq FROM pending`,
-		keyHash(int64(store.KindEvent), "$b"))
-	require.NoError(t, err)
+	// Make "$b" collide with "$a": its sum names "$a"'s item.
+	seqA, ok := s.w.mem.keys.lookup("svc", keySum(s.keySeed, store.KindEvent, "$a"))
+	require.True(t, ok)
+	s.w.mem.keys.add("svc", seqA, keySum(s.keySeed, store.KindEvent, "$b"))
 
 	require.NoError(t, s.Append(ctx, []store.Entry{entry("$b", "b", "svc"), entry("$a", "again", "svc")}))
 	e, err := s.Claim(ctx, "svc", "o", time.Hour)
@@ -969,5 +958,5 @@ func TestKeyWhoseHashCollidesIsNotTakenForADuplicate(t *testing.T) {
 	for _, it := range txn.Items {
 		data = append(data, string(it.Data))
 	}
-	require.Equal(t, []string{"a", "b"}, data, "$b queued despite the colliding hash, $a not twice")
+	require.Equal(t, []string{"a", "b"}, data, "$b queued despite the colliding sum, $a not twice")
 }

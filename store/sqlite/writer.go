@@ -47,8 +47,8 @@ type request struct {
 	// which the writer gives back to the file system later.
 	frees bool
 	// alone is true for a call whose changes have no bound (Purge): it
-	// runs first in a SQLite transaction of its own, so in no savepoint,
-	// whose journal of changed pages SQLite keeps in memory.
+	// runs in a SQLite transaction of its own, so that no other call
+	// waits for its commit, nor runs again if it fails.
 	alone bool
 	// state is requestWaiting until the writer takes the request or the
 	// caller withdraws it, whichever comes first.
@@ -89,63 +89,43 @@ type writer struct {
 	// (checkpointIfShrunk), which the vacuum steps alone do not when too
 	// few pages were freed to start one.
 	shrinkOwed bool
-	// pruned is, per service whose stale pending keys are being removed,
-	// how many ranges of hashes are done (see prune).
-	pruned map[string]int
-	// tails are the queued items of services, kept so that NextTxn need
-	// not read them back (see tails); recent are the keys of recently
-	// queued items, not yet in the pending table (see recentKeys). Calls
-	// change them through keep; a rollback of calls that did forgets them
-	// (forgetMemory).
-	tails  *tails
-	recent *recentKeys
-	// kept is what the call being run wants done to the writer's memory
-	// once its changes stand: see keep.
-	kept []func()
-}
-
-// keep has the writer run fn, which changes what the writer keeps in
-// memory, once the call being run has succeeded: only then do the call's
-// changes stand in the SQLite transaction. fn is dropped if the call
-// fails. A call's work runs on the writer goroutine, as fn does.
-func (w *writer) keep(fn func()) {
-	w.kept = append(w.kept, fn)
-}
-
-// forgetMemory forgets what the writer keeps in memory of the file, once
-// SQLite has undone calls whose changes it already follows: the tails go,
-// and the recent keys are read back before their next use.
-func (w *writer) forgetMemory() {
-	w.tails.reset()
-	w.recent.forget()
-}
-
-// callDone runs the kept functions of the call just run if it succeeded,
-// and drops them either way.
-func (w *writer) callDone(ok bool) {
-	if ok {
-		for _, fn := range w.kept {
-			fn()
-		}
-	}
-	clear(w.kept)
-	w.kept = w.kept[:0]
+	// mem is what the writer keeps of the file (see memory); nil once
+	// SQLite has undone calls that changed it, until commit reads it
+	// again.
+	mem *memory
 }
 
 func newWriter() *writer {
 	return &writer{
-		pruned: make(map[string]int),
-		tails:  newTails(),
-		recent: newRecentKeys(),
-		kick:   make(chan struct{}, 1),
-		run:    lifecycle.New(context.Background()),
+		kick: make(chan struct{}, 1),
+		run:  lifecycle.New(context.Background()),
 	}
 }
 
+// refusal is the error of a call that wrote nothing: the calls sharing its
+// SQLite transaction stand. Any other error of a call's work may come
+// after some of its writes, and undoes the transaction.
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+// refuse marks err as the error of a call that wrote nothing.
+func refuse(err error) error { return &refusal{err} }
+
+// outcome is what a call's caller learns of err: a refusal's own error.
+func outcome(err error) error {
+	if r, ok := err.(*refusal); ok {
+		return r.err
+	}
+	return err
+}
+
 // write hands work to the writer goroutine and waits for its outcome: it
-// runs in a savepoint of a SQLite transaction that may hold other calls'
-// work too, and its outcome is reported only after that transaction
-// committed. When ctx ends before the writer has taken it, write returns
+// runs in a SQLite transaction that may hold other calls' work too, and
+// its outcome is reported only after that transaction committed. work
+// either refuses (refuse) before it writes anything or fails the
+// transaction: see commit. When ctx ends before the writer has taken it, write returns
 // ctx.Err() and work never runs; once taken, the call reports its real
 // outcome. The caller holds the store open (enter).
 func (s *Store) write(ctx context.Context, frees bool, work func(ctx context.Context, tx *sql.Tx) error) error {
@@ -292,17 +272,19 @@ func (s *Store) failQueued(err error) {
 	w.queue = nil
 }
 
-// commit runs batch in one SQLite transaction, each request in a savepoint
-// of its own, so that a request that fails is undone alone and fails alone;
-// then it commits, and only then tells each request its outcome. While the
-// transaction is young (joinFor), requests queued in the meantime join it
-// before the commit: the commit, with its sync, is the costly part, and
-// the pipeline's calls often arrive a few microseconds apart.
+// commit runs batch in one SQLite transaction, then commits it, and only
+// then tells each request its outcome. While the transaction is young
+// (joinFor), requests queued in the meantime join it before the commit:
+// the commit, with its sync, is the costly part, and the pipeline's calls
+// often arrive a few microseconds apart.
 //
-// When the commit fails, every request in the transaction fails with its
-// error and none of them is stored. When a request's failure makes SQLite
-// roll back the whole transaction (it may, on a full disk or an I/O
-// error), that request fails and the others run again in the next one.
+// A request that refuses wrote nothing and fails alone. Any other failure
+// of a request, or of the commit, has one answer: SQLite rolls the whole
+// transaction back, the writer forgets its memory of the file (read again
+// before the next transaction), the request at fault fails, and the
+// others run again first in the next transaction (when the commit failed,
+// they all fail with its error). Such failures are rare: a full disk, an
+// I/O error. So no call needs a savepoint, nor an undo of its memory.
 func (s *Store) commit(batch []*request) {
 	if err := s.syncFailed(); err != nil {
 		// Nothing committed from now on could be acknowledged.
@@ -319,19 +301,6 @@ func (s *Store) commit(batch []*request) {
 		errs  []error    // their outcomes
 		freed bool       // one of them may have left free pages
 	)
-	// abort rolls tx back and fails every request in it and every request
-	// of batch not run yet.
-	abort := func(rest []*request, err error) {
-		_ = tx.Rollback()
-		s.w.forgetMemory()
-		err = fullErr(err)
-		for _, r := range held {
-			r.done <- err
-		}
-		for _, r := range rest {
-			r.done <- err
-		}
-	}
 	for i := 0; ; i++ {
 		if i == len(batch) {
 			if tx == nil || len(batch) >= maxCallsPerCommit || time.Since(begun) >= joinFor {
@@ -350,9 +319,7 @@ func (s *Store) commit(batch []*request) {
 			break
 		}
 		if tx == nil {
-			var err error
-			if tx, err = s.db.BeginTx(ctx, nil); err != nil {
-				err = fullErr(fmt.Errorf("beginning a transaction: %w", err))
+			if err := s.begin(ctx, &tx); err != nil {
 				for _, r := range batch[i:] {
 					r.done <- err
 				}
@@ -360,54 +327,20 @@ func (s *Store) commit(batch []*request) {
 			}
 			begun = time.Now()
 		}
-		if len(held) == 0 {
-			// The first request needs no savepoint: when it fails, the
-			// whole transaction is undone, with nothing but it inside.
-			if err := r.work(ctx, tx); err != nil {
-				s.w.callDone(false)
-				_ = tx.Rollback()
-				tx = nil
-				r.done <- fullErr(err)
-				continue
-			}
-			s.w.callDone(true)
-			held, errs = append(held, r), append(errs, nil)
-			freed = freed || r.frees
-			if r.alone {
-				s.w.retry = append(batch[i+1:len(batch):len(batch)], s.w.retry...)
-				break
-			}
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT call"); err != nil {
-			abort(batch[i:], err)
-			return
-		}
 		err := r.work(ctx, tx)
-		if err != nil {
-			s.w.callDone(false)
-			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO call"); rerr != nil {
-				// SQLite rolled back the whole transaction: nothing of it
-				// is stored. This request has its outcome; the others,
-				// taken already, run again before any other.
-				_ = tx.Rollback()
-				s.w.forgetMemory()
-				r.done <- fullErr(err)
-				s.w.retry = append(append(held[:len(held):len(held)], batch[i+1:]...), s.w.retry...)
-				return
-			}
-		}
-		if _, rerr := tx.ExecContext(ctx, "RELEASE call"); rerr != nil {
-			s.w.callDone(false)
-			abort(batch[i:], rerr)
+		if _, refused := err.(*refusal); err != nil && !refused {
+			_ = tx.Rollback()
+			s.w.mem = nil
+			r.done <- fullErr(err)
+			s.w.retry = append(append(held[:len(held):len(held)], batch[i+1:]...), s.w.retry...)
 			return
 		}
-		s.w.callDone(err == nil)
-		held, errs = append(held, r), append(errs, fullErr(err))
+		held, errs = append(held, r), append(errs, fullErr(outcome(err)))
 		freed = freed || (err == nil && r.frees)
-	}
-	if tx == nil {
-		return // every request failed alone
+		if r.alone {
+			s.w.retry = append(batch[i+1:len(batch):len(batch)], s.w.retry...)
+			break
+		}
 	}
 	if freed {
 		s.w.shrinkOwed = true
@@ -417,7 +350,7 @@ func (s *Store) commit(batch []*request) {
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		s.w.forgetMemory()
+		s.w.mem = nil
 		err = fullErr(fmt.Errorf("committing: %w", err))
 		for _, r := range held {
 			r.done <- err
@@ -436,4 +369,21 @@ func (s *Store) commit(batch []*request) {
 	for i, r := range held {
 		r.done <- errs[i]
 	}
+}
+
+// begin starts the writer's SQLite transaction in *tx, and reads its
+// memory of the file again if it has none.
+func (s *Store) begin(ctx context.Context, tx **sql.Tx) error {
+	t, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fullErr(fmt.Errorf("beginning a transaction: %w", err))
+	}
+	if s.w.mem == nil {
+		if s.w.mem, err = loadMemory(ctx, t, s.keySeed); err != nil {
+			_ = t.Rollback()
+			return fmt.Errorf("reading the store's state: %w", err)
+		}
+	}
+	*tx = t
+	return nil
 }

@@ -1,0 +1,303 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// appendPlan is an Append call checked and encoded on the caller's
+// goroutine, before the writer decides what is already pending.
+type appendPlan struct {
+	entries []*store.Entry
+	// takers are, per entry, the services it is queued for: distinct,
+	// and without a repeat of an earlier entry's kind and key.
+	takers [][]string
+	sums   []uint64 // per entry, the sum of its kind and key (if keyed)
+	// encoded are the batches of every entry (cutBatches), their columns
+	// encoded: the writer encodes them again only when it drops entries.
+	encoded []encodedBatch
+}
+
+// encodedBatch is a batch's bounds in a list of entries, and its columns.
+type encodedBatch struct {
+	from, to   int
+	keys, data []byte
+}
+
+// encodeBatches cuts entries into batches and encodes them.
+func encodeBatches(entries []*store.Entry) []encodedBatch {
+	cuts := cutBatches(entries)
+	out := make([]encodedBatch, len(cuts))
+	for i, c := range cuts {
+		keys, data := encodeBatch(entries[c[0]:c[1]])
+		out[i] = encodedBatch{c[0], c[1], keys, data}
+	}
+	return out
+}
+
+// pendingKey is a service's kind and key, to catch repeats within a call.
+type pendingKey struct {
+	service string
+	kind    store.Kind
+	key     string
+}
+
+// planAppend checks entries and drops the repeats within the call: a
+// service named twice for one entry, an entry whose kind and key an
+// earlier one already queues for a service.
+func (s *Store) planAppend(entries []store.Entry) (*appendPlan, error) {
+	plan := &appendPlan{}
+	var seen map[pendingKey]struct{}
+	for i := range entries {
+		e := &entries[i]
+		if len(e.Data) == 0 {
+			return nil, invalid("entry %d (key %q): item has no data", i, e.Key)
+		}
+		if len(e.Services) == 0 {
+			return nil, invalid("entry %d (key %q): no services: list at least one", i, e.Key)
+		}
+		takers := make([]string, 0, len(e.Services))
+		var mine map[string]struct{} // this entry's services, for long lists
+		if e.Key == "" && len(e.Services) > 16 {
+			mine = make(map[string]struct{}, len(e.Services))
+		}
+		for _, svc := range e.Services {
+			if svc == "" {
+				return nil, invalid("entry %d (key %q): empty service ID", i, e.Key)
+			}
+			if e.Key != "" {
+				k := pendingKey{svc, e.Kind, e.Key}
+				if seen == nil {
+					seen = make(map[pendingKey]struct{})
+				}
+				if _, dup := seen[k]; dup {
+					continue
+				}
+				seen[k] = struct{}{}
+			} else if mine != nil {
+				if _, dup := mine[svc]; dup {
+					continue
+				}
+				mine[svc] = struct{}{}
+			} else if contains(takers, svc) {
+				continue
+			}
+			takers = append(takers, svc)
+		}
+		if len(takers) == 0 {
+			continue
+		}
+		var sum uint64
+		if e.Key != "" {
+			sum = keySum(s.keySeed, e.Kind, e.Key)
+		}
+		plan.entries = append(plan.entries, e)
+		plan.takers = append(plan.takers, takers)
+		plan.sums = append(plan.sums, sum)
+	}
+	plan.encoded = encodeBatches(plan.entries)
+	return plan, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Append implements store.Store. The call's items become a row of the
+// batches table (or a few, for a large call), and each service that takes
+// some of a batch gets one queue row that lists which: a few rows whatever
+// the number of items. Entries
+// whose kind and key a service has pending are found in memory (see
+// pendingKeys), without an index of keys in the file. Under
+// Options.MaxSize, a call that would fill more than the cap allows for
+// queued items fails with ErrFull and stores nothing.
+func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
+	return s.AppendOrdered(ctx, entries, nil)
+}
+
+// AppendOrdered implements store.OrderedAppender: it is Append, calling
+// queued once the call waits in the writer's queue, whose calls run in
+// the order they were queued.
+func (s *Store) AppendOrdered(ctx context.Context, entries []store.Entry, queued func()) error {
+	const op = "error appending items"
+	release, err := s.enter(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer release()
+	plan, err := s.planAppend(entries)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if len(plan.entries) == 0 {
+		return nil
+	}
+	if err := s.writeThen(ctx, false, func(ctx context.Context, tx *sql.Tx) error { return s.appendTx(ctx, tx, plan) }, queued); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// appendTx is the writer's part of Append: drop what services have
+// pending, then store the batch and its queue rows.
+func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) error {
+	mem := s.w.mem
+	first := mem.nextSeq
+	var (
+		kept     []*store.Entry       // the entries stored, in order
+		services []string             // the services that take some, in first-seen order
+		picks    = map[string][]int{} // per service, the indexes of kept it takes
+		keyed    []keyRef             // per service in picks order: see below
+		keyedSvc []string
+		local    map[string]map[uint64]int64 // keys this call queues, by service
+	)
+	for i, e := range plan.entries {
+		idx := len(kept)
+		took := false
+		for _, svc := range plan.takers[i] {
+			if e.Key != "" {
+				sum := plan.sums[i]
+				seq, hit := local[svc][sum]
+				if !hit {
+					seq, hit = mem.keys.lookup(svc, sum)
+				}
+				if hit {
+					same, err := s.sameKey(ctx, tx, seq, first, kept, e)
+					if err != nil {
+						return err
+					}
+					if same {
+						continue
+					}
+				}
+				if local == nil {
+					local = make(map[string]map[uint64]int64)
+				}
+				if local[svc] == nil {
+					local[svc] = make(map[uint64]int64)
+				}
+				local[svc][sum] = first + int64(idx)
+				keyed = append(keyed, keyRef{first + int64(idx), sum})
+				keyedSvc = append(keyedSvc, svc)
+			}
+			if _, ok := picks[svc]; !ok {
+				services = append(services, svc)
+			}
+			picks[svc] = append(picks[svc], idx)
+			took = true
+		}
+		if took {
+			kept = append(kept, e)
+		}
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	batches := plan.encoded
+	if len(kept) < len(plan.entries) {
+		batches = encodeBatches(kept)
+	}
+	size := 0
+	for _, b := range batches {
+		size += len(b.keys) + len(b.data)
+	}
+	if err := s.checkRoom(ctx, tx, size, len(batches)*len(services)); err != nil {
+		return err
+	}
+	now := s.now().UnixNano()
+	for _, b := range batches {
+		if err := s.insertBatch(ctx, tx, first, b, services, picks, now); err != nil {
+			return err
+		}
+	}
+	for _, svc := range services {
+		if _, err := tx.StmtContext(ctx, s.st.addQueued).ExecContext(ctx, svc, len(picks[svc])); err != nil {
+			return fmt.Errorf("counting queued items of %q: %w", svc, err)
+		}
+	}
+	mem.nextSeq = first + int64(len(kept))
+	for i, r := range keyed {
+		mem.keys.add(keyedSvc[i], r.seq, r.sum)
+	}
+	return nil
+}
+
+// insertBatch stores batch b of a call whose first item gets seq first,
+// and a queue row for each of services that takes some of it: picks are
+// their indexes into the call's items, ascending.
+func (s *Store) insertBatch(ctx context.Context, tx *sql.Tx, first int64, b encodedBatch, services []string, picks map[string][]int, now int64) error {
+	n, last := b.to-b.from, first+int64(b.to)-1
+	type row struct {
+		service string
+		idx     []int // in the batch
+	}
+	var rows []row
+	for _, svc := range services {
+		all := picks[svc]
+		lo, _ := slices.BinarySearch(all, b.from)
+		hi, _ := slices.BinarySearch(all, b.to)
+		if lo == hi {
+			continue
+		}
+		idx := make([]int, hi-lo)
+		for j, i := range all[lo:hi] {
+			idx[j] = i - b.from
+		}
+		rows = append(rows, row{svc, idx})
+	}
+	if _, err := tx.StmtContext(ctx, s.st.insertBatch).
+		ExecContext(ctx, last, n, len(rows), now, b.keys, b.data); err != nil {
+		return fmt.Errorf("storing items: %w", err)
+	}
+	for _, r := range rows {
+		lastTaken := last - int64(n-1-r.idx[len(r.idx)-1])
+		if _, err := tx.StmtContext(ctx, s.st.insertQueue).
+			ExecContext(ctx, r.service, lastTaken, last, encodePicks(r.idx, n)); err != nil {
+			return fmt.Errorf("queueing items for %q: %w", r.service, err)
+		}
+	}
+	return nil
+}
+
+// sameKey reports whether the item at seq, which a key sum names as a
+// possible repeat of e, has e's kind and key. Items from first on are
+// this call's own, kept so far; older ones are read from their batch.
+func (s *Store) sameKey(ctx context.Context, tx *sql.Tx, seq, first int64, kept []*store.Entry, e *store.Entry) (bool, error) {
+	if seq >= first {
+		o := kept[seq-first]
+		return o.Kind == e.Kind && o.Key == e.Key, nil
+	}
+	var last int64
+	var n int
+	var keys []byte
+	err := tx.StmtContext(ctx, s.st.batchOf).QueryRowContext(ctx, seq).Scan(&last, &n, &keys)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("checking a pending key: %w", err)
+	}
+	want := int(seq - (last - int64(n) + 1))
+	same := false
+	err = walkKeys(keys, n, func(i int, kind store.Kind, key []byte, _, _ int) bool {
+		if i < want {
+			return true
+		}
+		same = i == want && kind == e.Kind && string(key) == e.Key
+		return false
+	})
+	if err != nil {
+		return false, fmt.Errorf("checking a pending key in batch %d: %w", last, err)
+	}
+	return same, nil
+}

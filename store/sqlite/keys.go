@@ -1,0 +1,159 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"hash/maphash"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// memory is what the writer keeps of the file: the next seq and the keys
+// pending per service. It is built from the file at Open, changed by each
+// call once its writes have succeeded, and built again from the file after
+// SQLite undid calls that had changed it (see Store.commit): it is exact
+// or absent, never patched back.
+type memory struct {
+	nextSeq int64
+	keys    pendingKeys
+}
+
+// pendingKeys deduplicates Append without an index write per item: per
+// service, the keyed items that are pending (queued, or in a stored
+// transaction) by a 64-bit sum of kind and key (keySum), each with its
+// seq. A sum says only "maybe": Append confirms a hit against the item
+// itself. The sums are seeded at random per Open, so no one can choose
+// keys that collide; two pending keys of a service with the same sum (a
+// chance of about n in 2^64 per key, for n pending) would leave the older
+// one unguarded: the map keeps the newer. About 20 to 40 bytes per
+// pending keyed item; Complete reads the keys of the items it completes
+// back from their batches to forget them.
+type pendingKeys struct {
+	svcs map[string]map[uint64]int64 // service → sum → seq
+}
+
+func newPendingKeys() pendingKeys {
+	return pendingKeys{svcs: make(map[string]map[uint64]int64)}
+}
+
+// keySum returns the sum of kind and key under seed: the Store's, the same
+// for the life of the Store.
+func keySum(seed maphash.Seed, kind store.Kind, key string) uint64 {
+	return maphash.String(seed, key) ^ uint64(kind)*0x9e3779b97f4a7c15
+}
+
+// keySumBytes is keySum of a key held as bytes.
+func keySumBytes(seed maphash.Seed, kind store.Kind, key []byte) uint64 {
+	return maphash.Bytes(seed, key) ^ uint64(kind)*0x9e3779b97f4a7c15
+}
+
+// lookup returns the seq of the pending item of service whose sum is sum,
+// if any.
+func (p *pendingKeys) lookup(service string, sum uint64) (int64, bool) {
+	seq, ok := p.svcs[service][sum]
+	return seq, ok
+}
+
+// add records a keyed item queued for service.
+func (p *pendingKeys) add(service string, seq int64, sum uint64) {
+	m := p.svcs[service]
+	if m == nil {
+		m = make(map[uint64]int64)
+		p.svcs[service] = m
+	}
+	m[sum] = seq
+}
+
+// has reports whether service has keys pending.
+func (p *pendingKeys) has(service string) bool { return p.svcs[service] != nil }
+
+// forget forgets the item of service at seq, whose sum is sum: it is no
+// longer pending. Forgetting it twice does nothing.
+func (p *pendingKeys) forget(service string, seq int64, sum uint64) {
+	m := p.svcs[service]
+	if m[sum] != seq {
+		return
+	}
+	delete(m, sum)
+	if len(m) == 0 {
+		delete(p.svcs, service) // gives the map's memory back
+	}
+}
+
+// drop forgets every key of service.
+func (p *pendingKeys) drop(service string) { delete(p.svcs, service) }
+
+// keyRef is a keyed item of a service: its seq and sum.
+type keyRef struct {
+	seq int64
+	sum uint64
+}
+
+// querier is what loadMemory reads through: the writer's connection at
+// Open, its transaction after a rollback.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// loadMemory builds the writer's memory from the file: the next seq, and
+// the keys of the items each service has pending, that is above the
+// highest seq it has completed (the first of its oldest stored transaction,
+// less one, or else all it has bound).
+func loadMemory(ctx context.Context, q querier, seed maphash.Seed) (*memory, error) {
+	m := &memory{keys: newPendingKeys()}
+	if err := q.QueryRowContext(ctx, `SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'batches'), 0)`).
+		Scan(&m.nextSeq); err != nil {
+		return nil, fmt.Errorf("reading the last seq: %w", err)
+	}
+	m.nextSeq++
+	floors := make(map[string]int64)
+	rows, err := q.QueryContext(ctx, `SELECT service,
+		coalesce((SELECT min(first_seq) - 1 FROM txns AS t WHERE t.service = s.service), bound_seq)
+		FROM services AS s`)
+	if err != nil {
+		return nil, fmt.Errorf("reading what services completed: %w", err)
+	}
+	for rows.Next() {
+		var svc string
+		var floor int64
+		if err := rows.Scan(&svc, &floor); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		floors[svc] = floor
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	rows, err = q.QueryContext(ctx, `SELECT q.service, q.batch, q.picks, b.n, b.keys
+		FROM queue AS q JOIN batches AS b ON b.seq = q.batch ORDER BY q.service, q.last`)
+	if err != nil {
+		return nil, fmt.Errorf("reading pending keys: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var svc string
+		var batch int64
+		var n int
+		var picks, keys []byte
+		if err := rows.Scan(&svc, &batch, &picks, &n, &keys); err != nil {
+			return nil, fmt.Errorf("reading pending keys: %w", err)
+		}
+		floor := floors[svc]
+		err := eachItem(batch, n, picks, keys, func(seq int64, kind store.Kind, key []byte, _, _ int) bool {
+			if len(key) > 0 && seq > floor {
+				m.keys.add(svc, seq, keySumBytes(seed, kind, key))
+			}
+			return true
+		})
+		if err != nil {
+			return nil, fmt.Errorf("batch %d of %q: %w", batch, svc, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading pending keys: %w", err)
+	}
+	return m, nil
+}

@@ -1,0 +1,148 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// statements are the prepared statements of the methods, prepared once:
+// those of the calls that only read (Txns, Backlogs) on the reader's
+// connection, the others on the writer's.
+type statements struct {
+	all []*sql.Stmt
+
+	// Append.
+	insertBatch *sql.Stmt
+	insertQueue *sql.Stmt
+	addQueued   *sql.Stmt
+	batchOf     *sql.Stmt // the batch that holds a seq
+
+	// Leases.
+	lease   *sql.Stmt
+	grant   *sql.Stmt
+	extend  *sql.Stmt
+	release *sql.Stmt
+	epoch   *sql.Stmt
+
+	// NextTxn.
+	serviceForTxn *sql.Stmt
+	queuedBatches *sql.Stmt
+	insertTxn     *sql.Stmt
+	bind          *sql.Stmt
+
+	// Txns (reader).
+	listTxns     *sql.Stmt
+	rangeBatches *sql.Stmt
+
+	// Complete and Purge.
+	deleteTxn    *sql.Stmt
+	floor        *sql.Stmt
+	doneBatches  *sql.Stmt
+	deleteQueue  *sql.Stmt
+	deleteBatch  *sql.Stmt
+	unrefBatch   *sql.Stmt
+	purgeQueue   *sql.Stmt
+	purgeTxns    *sql.Stmt
+	purgeService *sql.Stmt
+
+	// Backlogs (reader).
+	backlogs *sql.Stmt
+
+	// Space: the free pages after a batch that freed some and after a
+	// vacuum step, the pages in use before an Append under Options.MaxSize.
+	freelistCount *sql.Stmt
+	pagesInUse    *sql.Stmt
+}
+
+// batchColumns are what NextTxn and Txns read of a service's queue rows:
+// scanned by scanBatch.
+const batchColumns = `q.batch, q.picks, b.n, b.keys, b.data
+	FROM queue AS q JOIN batches AS b ON b.seq = q.batch`
+
+// prepare prepares the statements of the calls that only read on rdb, the
+// others on db.
+func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
+	st := &statements{}
+	var err error
+	on := func(db *sql.DB, query string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var s *sql.Stmt
+		s, err = db.PrepareContext(ctx, query)
+		if err != nil {
+			err = fmt.Errorf("preparing %q: %w", query, err)
+			return nil
+		}
+		st.all = append(st.all, s)
+		return s
+	}
+	p := func(query string) *sql.Stmt { return on(db, query) }
+	r := func(query string) *sql.Stmt { return on(rdb, query) }
+
+	st.insertBatch = p(`INSERT INTO batches (seq, n, refs, created, keys, data) VALUES (?, ?, ?, ?, ?, ?)`)
+	st.insertQueue = p(`INSERT INTO queue (service, last, batch, picks) VALUES (?, ?, ?, ?)`)
+	st.addQueued = p(`INSERT INTO services (service, queued) VALUES (?, ?)
+		ON CONFLICT (service) DO UPDATE SET queued = queued + excluded.queued`)
+	st.batchOf = p(`SELECT seq, n, keys FROM batches WHERE seq >= ? ORDER BY seq LIMIT 1`)
+
+	st.lease = p(`SELECT lease_owner, lease_epoch, lease_expires, max_epoch FROM services WHERE service = ?`)
+	st.grant = p(`INSERT INTO services (service, lease_owner, lease_epoch, lease_expires, max_epoch) VALUES (?1, ?2, ?3, ?4, ?3)
+		ON CONFLICT (service) DO UPDATE SET lease_owner = ?2, lease_epoch = ?3, lease_expires = ?4, max_epoch = ?3`)
+	st.extend = p(`UPDATE services SET lease_expires = ? WHERE service = ?`)
+	st.release = p(`UPDATE services SET lease_owner = '', lease_epoch = 0, lease_expires = 0 WHERE service = ?`)
+	st.epoch = p(`SELECT lease_epoch FROM services WHERE service = ?`)
+
+	st.serviceForTxn = p(`SELECT lease_epoch, last_txn_id, bound_seq, queued FROM services WHERE service = ?`)
+	st.queuedBatches = p(`SELECT ` + batchColumns + ` WHERE q.service = ? AND q.last > ? ORDER BY q.last`)
+	st.insertTxn = p(`INSERT INTO txns (service, id, format, hash, created, first_seq, last_seq)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	st.bind = p(`UPDATE services SET last_txn_id = ?, bound_seq = ?, queued = queued - ? WHERE service = ?`)
+
+	st.listTxns = r(`SELECT id, format, hash, created, first_seq, last_seq
+		FROM txns WHERE service = ? ORDER BY id LIMIT ?`)
+	st.rangeBatches = r(`SELECT ` + batchColumns + ` WHERE q.service = ? AND q.last >= ? ORDER BY q.last`)
+
+	st.deleteTxn = p(`DELETE FROM txns WHERE service = ? AND id = ? RETURNING id`)
+	st.floor = p(`SELECT coalesce((SELECT min(first_seq) - 1 FROM txns WHERE service = ?1),
+		(SELECT bound_seq FROM services WHERE service = ?1))`)
+	st.doneBatches = p(`SELECT q.batch, q.picks, b.n, b.keys
+		FROM queue AS q JOIN batches AS b ON b.seq = q.batch
+		WHERE q.service = ?1 AND q.last <= coalesce((SELECT min(last) FROM queue WHERE service = ?1 AND last > ?2), ?2)
+		ORDER BY q.last`)
+	st.deleteQueue = p(`DELETE FROM queue WHERE service = ? AND last <= ? RETURNING batch`)
+	st.deleteBatch = p(`DELETE FROM batches WHERE seq = ? AND refs = 1`)
+	st.unrefBatch = p(`UPDATE batches SET refs = refs - 1 WHERE seq = ?`)
+	st.purgeQueue = p(`DELETE FROM queue WHERE service = ? RETURNING batch`)
+	st.purgeTxns = p(`DELETE FROM txns WHERE service = ?`)
+	st.purgeService = p(`UPDATE services SET queued = 0 WHERE service = ?`)
+
+	st.backlogs = r(`SELECT service, txns, queued, oldest FROM (
+		SELECT s.service AS service,
+			(SELECT count(*) FROM txns AS t WHERE t.service = s.service) AS txns,
+			s.queued AS queued,
+			(SELECT b.created FROM queue AS q JOIN batches AS b ON b.seq = q.batch
+				WHERE q.service = s.service ORDER BY q.last LIMIT 1) AS oldest
+		FROM services AS s)
+		WHERE oldest IS NOT NULL ORDER BY service`)
+
+	st.freelistCount = p(`PRAGMA freelist_count`)
+	st.pagesInUse = p(`SELECT p.page_count - f.freelist_count FROM pragma_page_count() AS p, pragma_freelist_count() AS f`)
+
+	if err != nil {
+		_ = st.close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// close closes every prepared statement.
+func (st *statements) close() error {
+	var errs []error
+	for _, s := range st.all {
+		errs = append(errs, s.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,402 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+// scanBatch reads a row of batchColumns and returns the items it holds for
+// the row's service.
+func scanBatch(rows *sql.Rows) ([]store.Item, error) {
+	var last int64
+	var n int
+	var picks, keys, data []byte
+	if err := rows.Scan(&last, &picks, &n, &keys, &data); err != nil {
+		return nil, err
+	}
+	items, err := decodeBatch(last, n, picks, keys, data)
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: %w", last, err)
+	}
+	return items, nil
+}
+
+// NextTxn implements store.Store. It reads the service's queue rows from
+// its bound mark on, with their batches, and binds the items it takes by
+// moving the mark past them: forming a transaction writes one txns row and
+// one services row whatever its size.
+func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
+	const op = "error forming transaction"
+	release, err := s.enterService(ctx, op, service)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if err := lim.Validate(); err != nil {
+		return nil, fmt.Errorf("%s for %q: %w", op, service, err)
+	}
+	var txn *store.Txn
+	err = s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
+		txn = nil
+		var curEpoch, lastID, bound, queued int64
+		err := tx.StmtContext(ctx, s.st.serviceForTxn).QueryRowContext(ctx, service).
+			Scan(&curEpoch, &lastID, &bound, &queued)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if curEpoch == 0 || store.Epoch(curEpoch) != epoch {
+			return staleEpoch(epoch)
+		}
+		if queued <= 0 {
+			return nil
+		}
+		items, err := s.takeQueued(ctx, tx, service, bound, lim)
+		if err != nil || len(items) == 0 {
+			return err
+		}
+		id := lastID + 1
+		if lastID == 0 {
+			// The first ID of a service: the clock, so that a new file
+			// does not repeat the IDs of one deleted before it.
+			id = max(s.now().UnixMicro(), 1)
+		}
+		created := s.now().UnixNano()
+		hash := store.HashItems(items)
+		firstSeq, lastSeq := items[0].Seq, items[len(items)-1].Seq
+		if _, err := tx.StmtContext(ctx, s.st.insertTxn).
+			ExecContext(ctx, service, id, format, hash, created, firstSeq, lastSeq); err != nil {
+			return fmt.Errorf("storing transaction: %w", err)
+		}
+		if _, err := tx.StmtContext(ctx, s.st.bind).
+			ExecContext(ctx, id, lastSeq, len(items), service); err != nil {
+			return fmt.Errorf("binding items: %w", err)
+		}
+		txn = &store.Txn{
+			Service: service,
+			ID:      id,
+			Format:  format,
+			Hash:    hash,
+			Items:   items,
+			Created: time.Unix(0, created),
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s for %q: %w", op, service, err)
+	}
+	return txn, nil
+}
+
+// takeQueued returns the oldest queued items of service (seq above bound)
+// in seq order, up to the first that does not fit lim. Batches are read
+// one by one, so stopping early reads no further.
+func (s *Store) takeQueued(ctx context.Context, tx *sql.Tx, service string, bound int64, lim store.Limits) ([]store.Item, error) {
+	rows, err := tx.StmtContext(ctx, s.st.queuedBatches).QueryContext(ctx, service, bound)
+	if err != nil {
+		return nil, fmt.Errorf("reading queued items: %w", err)
+	}
+	defer rows.Close()
+	var items []store.Item
+	f := lim.NewFit()
+	full := false
+	for !full && rows.Next() {
+		var last int64
+		var n int
+		var picks, keys, data []byte
+		if err := rows.Scan(&last, &picks, &n, &keys, &data); err != nil {
+			return nil, fmt.Errorf("reading queued items: %w", err)
+		}
+		var bad error
+		err := eachItem(last, n, picks, keys, func(seq int64, kind store.Kind, key []byte, from, to int) bool {
+			if seq <= bound {
+				return true
+			}
+			if to > len(data) {
+				bad = fmt.Errorf("%w: data of item %d", errCorrupt, seq)
+				return false
+			}
+			if full = !f.Take(kind, to-from); full {
+				return false
+			}
+			if items == nil {
+				items = make([]store.Item, 0, min(n, lim.MaxItems))
+			}
+			items = append(items, store.Item{Seq: seq, Kind: kind, Key: string(key), Data: data[from:to:to]})
+			return true
+		})
+		if err == nil {
+			err = bad
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading queued items of batch %d: %w", last, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading queued items: %w", err)
+	}
+	return items, nil
+}
+
+// Txns implements store.Store. It reads the transactions, then the
+// service's queue rows from the first one's items on: transactions bind
+// consecutive ranges of the service's queue in ID order.
+func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Txn, error) {
+	const op = "error listing transactions"
+	release, err := s.enterService(ctx, op, service)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	var txns []store.Txn
+	err = s.readTx(ctx, func(tx *sql.Tx) error {
+		txns = nil
+		var ranges [][2]int64
+		rows, err := tx.StmtContext(ctx, s.st.listTxns).QueryContext(ctx, service, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			t := store.Txn{Service: service}
+			var created, first, last int64
+			if err := rows.Scan(&t.ID, &t.Format, &t.Hash, &created, &first, &last); err != nil {
+				return err
+			}
+			t.Created = time.Unix(0, created)
+			txns = append(txns, t)
+			ranges = append(ranges, [2]int64{first, last})
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if len(txns) == 0 {
+			return nil
+		}
+		batches, err := tx.StmtContext(ctx, s.st.rangeBatches).QueryContext(ctx, service, ranges[0][0])
+		if err != nil {
+			return err
+		}
+		defer batches.Close()
+		j := 0
+		for j < len(ranges) && batches.Next() {
+			items, err := scanBatch(batches)
+			if err != nil {
+				return err
+			}
+			for _, it := range items {
+				for j < len(ranges) && it.Seq > ranges[j][1] {
+					j++
+				}
+				if j == len(ranges) {
+					break
+				}
+				if it.Seq >= ranges[j][0] {
+					txns[j].Items = append(txns[j].Items, it)
+				}
+			}
+			if len(items) > 0 && items[len(items)-1].Seq >= ranges[len(ranges)-1][1] {
+				break // the rest is queued
+			}
+		}
+		return batches.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s of %q: %w", op, service, err)
+	}
+	return txns, nil
+}
+
+// Complete implements store.Store. It deletes the transaction, then the
+// service's queue rows that hold nothing it has pending any more, and the
+// batches no service holds. The pages it frees are given back to the file
+// system later, by the writer between batches; see the package doc.
+func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
+	const op = "error completing transaction"
+	release, err := s.enterService(ctx, op, service)
+	if err != nil {
+		return err
+	}
+	defer release()
+	err = s.write(ctx, true, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
+			return err
+		}
+		var deleted int64
+		err := tx.StmtContext(ctx, s.st.deleteTxn).QueryRowContext(ctx, service, id).Scan(&deleted)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // unknown or already completed
+		}
+		if err != nil {
+			return err
+		}
+		// Everything up to floor is done: the items below the oldest
+		// stored transaction, or all that are bound.
+		var floor int64
+		if err := tx.StmtContext(ctx, s.st.floor).QueryRowContext(ctx, service).Scan(&floor); err != nil {
+			return fmt.Errorf("finding what is done: %w", err)
+		}
+		var done []keyRef
+		if s.w.mem.keys.has(service) {
+			if done, err = s.doneKeys(ctx, tx, service, floor); err != nil {
+				return err
+			}
+		}
+		if err := s.dropQueueRows(ctx, tx, s.st.deleteQueue, service, floor); err != nil {
+			return err
+		}
+		for _, k := range done {
+			s.w.mem.keys.forget(service, k.seq, k.sum)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s %d of %q: %w", op, id, service, err)
+	}
+	return nil
+}
+
+// doneKeys returns the keyed items of service up to seq floor that are
+// still in its queue rows: those of the rows Complete deletes, and those
+// of the row that holds floor+1, up to floor (some of which an earlier
+// Complete may have returned already).
+func (s *Store) doneKeys(ctx context.Context, tx *sql.Tx, service string, floor int64) ([]keyRef, error) {
+	rows, err := tx.StmtContext(ctx, s.st.doneBatches).QueryContext(ctx, service, floor)
+	if err != nil {
+		return nil, fmt.Errorf("reading completed keys: %w", err)
+	}
+	defer rows.Close()
+	var done []keyRef
+	for rows.Next() {
+		var batch int64
+		var n int
+		var picks, keys []byte
+		if err := rows.Scan(&batch, &picks, &n, &keys); err != nil {
+			return nil, fmt.Errorf("reading completed keys: %w", err)
+		}
+		err := eachItem(batch, n, picks, keys, func(seq int64, kind store.Kind, key []byte, _, _ int) bool {
+			if seq > floor {
+				return false
+			}
+			if len(key) > 0 {
+				done = append(done, keyRef{seq, keySumBytes(s.keySeed, kind, key)})
+			}
+			return true
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reading completed keys: %w", err)
+		}
+	}
+	return done, rows.Err()
+}
+
+// dropQueueRows deletes service's queue rows with stmt (args: service,
+// then more), which returns the batch of each, and then each batch no
+// other service holds.
+func (s *Store) dropQueueRows(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, service string, more ...any) error {
+	rows, err := tx.StmtContext(ctx, stmt).QueryContext(ctx, append([]any{service}, more...)...)
+	if err != nil {
+		return fmt.Errorf("deleting queue rows: %w", err)
+	}
+	var batches []int64
+	for rows.Next() {
+		var b int64
+		if err := rows.Scan(&b); err != nil {
+			rows.Close()
+			return fmt.Errorf("deleting queue rows: %w", err)
+		}
+		batches = append(batches, b)
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("deleting queue rows: %w", err)
+	}
+	for _, b := range batches {
+		res, err := tx.StmtContext(ctx, s.st.deleteBatch).ExecContext(ctx, b)
+		if err != nil {
+			return fmt.Errorf("deleting items: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			if err != nil {
+				return fmt.Errorf("deleting items: %w", err)
+			}
+			continue
+		}
+		if _, err := tx.StmtContext(ctx, s.st.unrefBatch).ExecContext(ctx, b); err != nil {
+			return fmt.Errorf("deleting items: %w", err)
+		}
+	}
+	return nil
+}
+
+// Backlogs implements store.Store.
+func (s *Store) Backlogs(ctx context.Context) ([]store.Backlog, error) {
+	const op = "error listing backlogs"
+	release, err := s.enter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	defer release()
+	rows, err := s.st.backlogs.QueryContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	defer rows.Close()
+	var out []store.Backlog
+	for rows.Next() {
+		var b store.Backlog
+		var oldest int64
+		if err := rows.Scan(&b.Service, &b.Txns, &b.Queued, &oldest); err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		b.Oldest = time.Unix(0, oldest)
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w: %w", cerr, err)
+		}
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return out, nil
+}
+
+// Purge implements store.Store. The service's lease and last transaction ID
+// are kept. The space the purge frees is given back to the file system
+// later, by the writer in bounded steps between batches.
+func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) error {
+	const op = "error purging service"
+	release, err := s.enterService(ctx, op, service)
+	if err != nil {
+		return err
+	}
+	defer release()
+	err = s.writeAlone(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
+			return err
+		}
+		if err := s.dropQueueRows(ctx, tx, s.st.purgeQueue, service); err != nil {
+			return err
+		}
+		for _, st := range []*sql.Stmt{s.st.purgeTxns, s.st.purgeService} {
+			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, service); err != nil {
+				return err
+			}
+		}
+		s.w.mem.keys.drop(service)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", op, service, err)
+	}
+	return nil
+}
