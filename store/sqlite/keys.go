@@ -31,10 +31,51 @@ type memory struct {
 // back from their batches to forget them.
 type pendingKeys struct {
 	svcs map[string]map[uint64]int64 // service → sum → seq
+	// txns are, per service and stored transaction formed since Open, its
+	// keyed items: Complete forgets them without reading them back.
+	txns map[string]map[int64][]keyRef
 }
 
 func newPendingKeys() pendingKeys {
-	return pendingKeys{svcs: make(map[string]map[uint64]int64)}
+	return pendingKeys{svcs: make(map[string]map[uint64]int64), txns: make(map[string]map[int64][]keyRef)}
+}
+
+// formed records the keyed items of transaction id of service.
+func (p *pendingKeys) formed(service string, id int64, items []store.Item, seed maphash.Seed) {
+	var refs []keyRef
+	for _, it := range items {
+		if it.Key != "" {
+			refs = append(refs, keyRef{it.Seq, keySum(seed, it.Kind, it.Key)})
+		}
+	}
+	m := p.txns[service]
+	if m == nil {
+		m = make(map[int64][]keyRef)
+		p.txns[service] = m
+	}
+	m[id] = refs
+}
+
+// formedKeys returns the keyed items of transaction id of service, and
+// whether they are known: it was formed since Open, or service has no
+// keys pending at all.
+func (p *pendingKeys) formedKeys(service string, id int64) ([]keyRef, bool) {
+	refs, ok := p.txns[service][id]
+	return refs, ok || p.svcs[service] == nil
+}
+
+// completed forgets transaction id of service, and the items done, which
+// are no longer pending.
+func (p *pendingKeys) completed(service string, id int64, done []keyRef) {
+	if m := p.txns[service]; m != nil {
+		delete(m, id)
+		if len(m) == 0 {
+			delete(p.txns, service)
+		}
+	}
+	for _, k := range done {
+		p.forget(service, k.seq, k.sum)
+	}
 }
 
 // keySum returns the sum of kind and key under seed: the Store's, the same
@@ -82,7 +123,10 @@ func (p *pendingKeys) forget(service string, seq int64, sum uint64) {
 }
 
 // drop forgets every key of service.
-func (p *pendingKeys) drop(service string) { delete(p.svcs, service) }
+func (p *pendingKeys) drop(service string) {
+	delete(p.svcs, service)
+	delete(p.txns, service)
+}
 
 // keyRef is a keyed item of a service: its seq and sum.
 type keyRef struct {

@@ -61,6 +61,11 @@ type statements struct {
 const batchColumns = `q.batch, q.picks, b.n, b.keys, b.data
 	FROM queue AS q JOIN batches AS b ON b.seq = q.batch`
 
+// floorOf is the highest seq up to which service ?1 is done: below its
+// oldest stored transaction, or else all it has bound.
+const floorOf = `coalesce((SELECT min(first_seq) - 1 FROM txns WHERE service = ?1),
+	(SELECT bound_seq FROM services WHERE service = ?1))`
+
 // prepare prepares the statements of the calls that only read on rdb, the
 // others on db.
 func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
@@ -106,13 +111,12 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 	st.rangeBatches = r(`SELECT ` + batchColumns + ` WHERE q.service = ? AND q.last >= ? ORDER BY q.last`)
 
 	st.deleteTxn = p(`DELETE FROM txns WHERE service = ? AND id = ? RETURNING id`)
-	st.floor = p(`SELECT coalesce((SELECT min(first_seq) - 1 FROM txns WHERE service = ?1),
-		(SELECT bound_seq FROM services WHERE service = ?1))`)
+	st.floor = p(`SELECT ` + floorOf)
 	st.doneBatches = p(`SELECT q.batch, q.picks, b.n, b.keys
 		FROM queue AS q JOIN batches AS b ON b.seq = q.batch
 		WHERE q.service = ?1 AND q.last <= coalesce((SELECT min(last) FROM queue WHERE service = ?1 AND last > ?2), ?2)
 		ORDER BY q.last`)
-	st.deleteQueue = p(`DELETE FROM queue WHERE service = ? AND last <= ? RETURNING batch`)
+	st.deleteQueue = p(`DELETE FROM queue WHERE service = ?1 AND last <= ` + floorOf + ` RETURNING batch`)
 	st.deleteBatch = p(`DELETE FROM batches WHERE seq = ? AND refs = 1`)
 	st.unrefBatch = p(`UPDATE batches SET refs = refs - 1 WHERE seq = ?`)
 	st.purgeQueue = p(`DELETE FROM queue WHERE service = ? RETURNING batch`)

@@ -76,6 +76,7 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 			ExecContext(ctx, id, lastSeq, len(items), service); err != nil {
 			return fmt.Errorf("binding items: %w", err)
 		}
+		s.w.mem.keys.formed(service, id, items, s.keySeed)
 		txn = &store.Txn{
 			Service: service,
 			ID:      id,
@@ -218,8 +219,8 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 }
 
 // Complete implements store.Store. It deletes the transaction, then the
-// service's queue rows that hold nothing it has pending any more, and the
-// batches no service holds. The pages it frees are given back to the file
+// service's queue rows that hold nothing it has pending any more (up to
+// its oldest stored transaction), and the batches no service holds. The pages it frees are given back to the file
 // system later, by the writer between batches; see the package doc.
 func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
 	const op = "error completing transaction"
@@ -240,24 +241,22 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 		if err != nil {
 			return err
 		}
-		// Everything up to floor is done: the items below the oldest
-		// stored transaction, or all that are bound.
-		var floor int64
-		if err := tx.StmtContext(ctx, s.st.floor).QueryRowContext(ctx, service).Scan(&floor); err != nil {
-			return fmt.Errorf("finding what is done: %w", err)
-		}
-		var done []keyRef
-		if s.w.mem.keys.has(service) {
+		// The keys this store formed the transaction with are known; those
+		// of one formed before Open are read back.
+		done, known := s.w.mem.keys.formedKeys(service, id)
+		if !known && s.w.mem.keys.has(service) {
+			var floor int64
+			if err := tx.StmtContext(ctx, s.st.floor).QueryRowContext(ctx, service).Scan(&floor); err != nil {
+				return fmt.Errorf("finding what is done: %w", err)
+			}
 			if done, err = s.doneKeys(ctx, tx, service, floor); err != nil {
 				return err
 			}
 		}
-		if err := s.dropQueueRows(ctx, tx, s.st.deleteQueue, service, floor); err != nil {
+		if err := s.dropQueueRows(ctx, tx, s.st.deleteQueue, service); err != nil {
 			return err
 		}
-		for _, k := range done {
-			s.w.mem.keys.forget(service, k.seq, k.sum)
-		}
+		s.w.mem.keys.completed(service, id, done)
 		return nil
 	})
 	if err != nil {
