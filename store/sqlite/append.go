@@ -259,6 +259,7 @@ func (s *Store) insertBatch(ctx context.Context, tx *sql.Tx, first int64, b enco
 		ExecContext(ctx, last, n, len(rows), now, b.keys, b.data); err != nil {
 		return fmt.Errorf("storing items: %w", err)
 	}
+	s.w.mem.batches.add(last, &cachedBatch{n, b.keys, b.data})
 	for _, r := range rows {
 		lastTaken := last - int64(n-1-r.idx[len(r.idx)-1])
 		if _, err := tx.StmtContext(ctx, s.st.insertQueue).

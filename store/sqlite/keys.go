@@ -9,14 +9,15 @@ import (
 	"github.com/asdeliver/scheduler/store"
 )
 
-// memory is what the writer keeps of the file: the next seq and the keys
-// pending per service. It is built from the file at Open, changed by each
+// memory is what the writer keeps of the file: the next seq, the keys
+// pending per service and the batches stored last. It is built from the file at Open, changed by each
 // call once its writes have succeeded, and built again from the file after
 // SQLite undid calls that had changed it (see Store.commit): it is exact
 // or absent, never patched back.
 type memory struct {
 	nextSeq int64
 	keys    pendingKeys
+	batches recentBatches
 }
 
 // pendingKeys deduplicates Append without an index write per item: per

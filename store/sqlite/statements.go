@@ -28,7 +28,8 @@ type statements struct {
 
 	// NextTxn.
 	serviceForTxn *sql.Stmt
-	queuedBatches *sql.Stmt
+	queueRows     *sql.Stmt
+	batchByID     *sql.Stmt
 	insertTxn     *sql.Stmt
 	bind          *sql.Stmt
 
@@ -56,8 +57,8 @@ type statements struct {
 	pagesInUse    *sql.Stmt
 }
 
-// batchColumns are what NextTxn and Txns read of a service's queue rows:
-// scanned by scanBatch.
+// batchColumns are what Txns reads of a service's queue rows: scanned by
+// scanBatch.
 const batchColumns = `q.batch, q.picks, b.n, b.keys, b.data
 	FROM queue AS q JOIN batches AS b ON b.seq = q.batch`
 
@@ -101,7 +102,8 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 	st.epoch = p(`SELECT lease_epoch FROM services WHERE service = ?`)
 
 	st.serviceForTxn = p(`SELECT lease_epoch, last_txn_id, bound_seq, queued FROM services WHERE service = ?`)
-	st.queuedBatches = p(`SELECT ` + batchColumns + ` WHERE q.service = ? AND q.last > ? ORDER BY q.last`)
+	st.queueRows = p(`SELECT last, batch, picks FROM queue WHERE service = ? AND last > ? ORDER BY last LIMIT ?`)
+	st.batchByID = p(`SELECT n, keys, data FROM batches WHERE seq = ?`)
 	st.insertTxn = p(`INSERT INTO txns (service, id, format, hash, created, first_seq, last_seq)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`)
 	st.bind = p(`UPDATE services SET last_txn_id = ?, bound_seq = ?, queued = queued - ? WHERE service = ?`)

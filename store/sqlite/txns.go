@@ -94,53 +94,102 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 }
 
 // takeQueued returns the oldest queued items of service (seq above bound)
-// in seq order, up to the first that does not fit lim. Batches are read
-// one by one, so stopping early reads no further.
+// in seq order, up to the first that does not fit lim. It reads the
+// service's queue rows a page at a time, and each batch from the writer's
+// memory when it has it (see recentBatches), so stopping early reads no
+// further.
 func (s *Store) takeQueued(ctx context.Context, tx *sql.Tx, service string, bound int64, lim store.Limits) ([]store.Item, error) {
-	rows, err := tx.StmtContext(ctx, s.st.queuedBatches).QueryContext(ctx, service, bound)
+	var items []store.Item
+	f := lim.NewFit()
+	for after := bound; ; {
+		page, err := s.queueRows(ctx, tx, service, after)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range page {
+			b, err := s.batch(ctx, tx, r.batch)
+			if err != nil {
+				return nil, err
+			}
+			full := false
+			var bad error
+			err = eachItem(r.batch, b.n, r.picks, b.keys, func(seq int64, kind store.Kind, key []byte, from, to int) bool {
+				if seq <= bound {
+					return true
+				}
+				if to > len(b.data) {
+					bad = fmt.Errorf("%w: data of item %d", errCorrupt, seq)
+					return false
+				}
+				if full = !f.Take(kind, to-from); full {
+					return false
+				}
+				if items == nil {
+					items = make([]store.Item, 0, min(b.n, lim.MaxItems))
+				}
+				items = append(items, store.Item{Seq: seq, Kind: kind, Key: string(key), Data: b.data[from:to:to]})
+				return true
+			})
+			if err == nil {
+				err = bad
+			}
+			if err != nil {
+				return nil, fmt.Errorf("reading queued items of batch %d: %w", r.batch, err)
+			}
+			if full {
+				return items, nil
+			}
+		}
+		if len(page) < queuePage {
+			return items, nil
+		}
+		after = page[len(page)-1].last
+	}
+}
+
+// queuePage is how many queue rows takeQueued reads at a time.
+const queuePage = 8
+
+// queueRow is a row of the queue table.
+type queueRow struct {
+	last, batch int64
+	picks       []byte
+}
+
+// queueRows returns up to queuePage queue rows of service above last seq
+// after, in order.
+func (s *Store) queueRows(ctx context.Context, tx *sql.Tx, service string, after int64) ([]queueRow, error) {
+	rows, err := tx.StmtContext(ctx, s.st.queueRows).QueryContext(ctx, service, after, queuePage)
 	if err != nil {
 		return nil, fmt.Errorf("reading queued items: %w", err)
 	}
 	defer rows.Close()
-	var items []store.Item
-	f := lim.NewFit()
-	full := false
-	for !full && rows.Next() {
-		var last int64
-		var n int
-		var picks, keys, data []byte
-		if err := rows.Scan(&last, &picks, &n, &keys, &data); err != nil {
+	var page []queueRow
+	for rows.Next() {
+		var r queueRow
+		if err := rows.Scan(&r.last, &r.batch, &r.picks); err != nil {
 			return nil, fmt.Errorf("reading queued items: %w", err)
 		}
-		var bad error
-		err := eachItem(last, n, picks, keys, func(seq int64, kind store.Kind, key []byte, from, to int) bool {
-			if seq <= bound {
-				return true
-			}
-			if to > len(data) {
-				bad = fmt.Errorf("%w: data of item %d", errCorrupt, seq)
-				return false
-			}
-			if full = !f.Take(kind, to-from); full {
-				return false
-			}
-			if items == nil {
-				items = make([]store.Item, 0, min(n, lim.MaxItems))
-			}
-			items = append(items, store.Item{Seq: seq, Kind: kind, Key: string(key), Data: data[from:to:to]})
-			return true
-		})
-		if err == nil {
-			err = bad
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading queued items of batch %d: %w", last, err)
-		}
+		page = append(page, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading queued items: %w", err)
 	}
-	return items, nil
+	return page, nil
+}
+
+// batch returns the columns of batch seq, from the writer's memory or else
+// from the file, and keeps them in memory.
+func (s *Store) batch(ctx context.Context, tx *sql.Tx, seq int64) (*cachedBatch, error) {
+	if b, ok := s.w.mem.batches.get(seq); ok {
+		return b, nil
+	}
+	b := &cachedBatch{}
+	if err := tx.StmtContext(ctx, s.st.batchByID).QueryRowContext(ctx, seq).Scan(&b.n, &b.keys, &b.data); err != nil {
+		return nil, fmt.Errorf("reading batch %d: %w", seq, err)
+	}
+	s.w.mem.batches.add(seq, b)
+	return b, nil
 }
 
 // Txns implements store.Store. It reads the transactions, then the
@@ -328,6 +377,7 @@ func (s *Store) dropQueueRows(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, s
 			if err != nil {
 				return fmt.Errorf("deleting items: %w", err)
 			}
+			s.w.mem.batches.drop(b)
 			continue
 		}
 		if _, err := tx.StmtContext(ctx, s.st.unrefBatch).ExecContext(ctx, b); err != nil {
