@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+
+	"github.com/asdeliver/scheduler/store"
 )
 
 // retryPolicy is the Recoverer's schedule: Config.RetryInitial, doubling,
@@ -34,7 +36,8 @@ func (p retryPolicy) newBackOff() *backoff.ExponentialBackOff {
 // (cut short by ServiceUp, the lease renewed meanwhile) it resends the
 // oldest stored transaction; on success it continues at once with the next
 // stored transaction, then with transactions formed from queued items, one
-// at a time, the wait back at its first step. When the service is owed
+// at a time (each formed beside the Complete of the one before), the wait
+// back at its first step. When the service is owed
 // nothing it moves to upForming and returns nil, so the TransactionMaker
 // takes over. Errors are errStopping, errStale and Store errors, as for
 // deliverWhileUp; run brings it back here after them, with a new schedule.
@@ -50,14 +53,19 @@ func (d *deliverer) recover(ctx context.Context) error {
 			return err
 		}
 	}
+	var ahead *store.Txn // formed beside the last Complete
 	for {
 		if d.isStopping() {
 			return errStopping
 		}
-		txn, fromStore, err := d.next(ctx)
-		if err != nil {
-			return err
+		txn, fromStore := ahead, false
+		if txn == nil {
+			var err error
+			if txn, fromStore, err = d.next(ctx); err != nil {
+				return err
+			}
 		}
+		ahead = nil
 		if txn == nil {
 			d.log.Info("application service is back up")
 			d.setPhase(upForming)
@@ -75,9 +83,13 @@ func (d *deliverer) recover(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := d.complete(ctx, txn); err != nil {
+		// Past the stored transactions, the next is formed beside this
+		// one's Complete: one commit between the 2xx and the next PUT.
+		next, err := d.completeAndForm(ctx, txn, d.phase == downForming && !d.isStopping())
+		if err != nil {
 			return err
 		}
+		ahead = next
 		b.Reset()
 	}
 }

@@ -58,14 +58,12 @@ func (d *deliverer) deliverWhileUp(ctx context.Context) error {
 		}
 		err := awaitPut()
 		if err == nil {
-			var forming sync.WaitGroup
-			if ahead == nil && formErr == nil && d.mayFormAhead() && d.mayBeQueued() {
-				// Form the next transaction while this one is completed:
-				// both calls share one commit of a store that merges them.
-				forming.Go(func() { ahead, formErr = d.form(ctx) })
+			formNext := ahead == nil && formErr == nil && d.mayFormAhead() && d.mayBeQueued()
+			var formed *store.Txn
+			formed, err = d.completeAndForm(ctx, cur, formNext)
+			if formNext {
+				ahead = formed
 			}
-			err = d.complete(ctx, cur)
-			forming.Wait()
 		}
 		if err == nil {
 			err = formErr
@@ -97,4 +95,26 @@ func (d *deliverer) mayFormAhead() bool {
 // while a PUT is in flight costs no batching.
 func (d *deliverer) fullBatchWaiting() bool {
 	return d.queued.Load() >= int64(d.limits.MaxFor(store.KindEvent))
+}
+
+// completeAndForm completes txn, which the AS has, and with formNext forms
+// the next transaction beside it, from the oldest queued items: a store
+// that merges concurrent calls (store/sqlite) makes both one commit, so
+// one synced commit stands between a 2xx and the next PUT. A transaction
+// formed while the Complete fails stays stored, and is sent after txn.
+func (d *deliverer) completeAndForm(ctx context.Context, txn *store.Txn, formNext bool) (*store.Txn, error) {
+	var (
+		forming sync.WaitGroup
+		next    *store.Txn
+		formErr error
+	)
+	if formNext {
+		forming.Go(func() { next, formErr = d.form(ctx) })
+	}
+	err := d.complete(ctx, txn)
+	forming.Wait()
+	if err == nil {
+		err = formErr
+	}
+	return next, err
 }

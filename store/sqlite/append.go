@@ -157,37 +157,29 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 		kept     []*store.Entry       // the entries stored, in order
 		services []string             // the services that take some, in first-seen order
 		picks    = map[string][]int{} // per service, the indexes of kept it takes
-		keyed    []keyRef             // per service in picks order: see below
+		keyed    []keyRef             // the keyed items queued, and for whom:
 		keyedSvc []string
-		local    map[string]map[uint64]int64 // keys this call queues, by service
 	)
 	for i, e := range plan.entries {
 		idx := len(kept)
+		seq := first + int64(idx)
 		took := false
 		for _, svc := range plan.takers[i] {
 			if e.Key != "" {
+				// planAppend dropped the repeats within the call: only an
+				// earlier call's items can be pending with this key.
 				sum := plan.sums[i]
-				seq, hit := local[svc][sum]
-				if !hit {
-					seq, hit = mem.keys.lookup(svc, sum)
+				pending, err := s.pendingKey(ctx, tx, svc, sum, e)
+				if err != nil {
+					return err
 				}
-				if hit {
-					same, err := s.sameKey(ctx, tx, seq, first, kept, e)
-					if err != nil {
-						return err
-					}
-					if same {
-						continue
-					}
+				if pending {
+					continue
 				}
-				if local == nil {
-					local = make(map[string]map[uint64]int64)
+				if !mem.keys.holds(svc, seq) {
+					return refuse(fmt.Errorf("service %q has had an item pending for four billion appends: deliver or purge it first", svc))
 				}
-				if local[svc] == nil {
-					local[svc] = make(map[uint64]int64)
-				}
-				local[svc][sum] = first + int64(idx)
-				keyed = append(keyed, keyRef{first + int64(idx), sum})
+				keyed = append(keyed, keyRef{seq, sum})
 				keyedSvc = append(keyedSvc, svc)
 			}
 			if _, ok := picks[svc]; !ok {
@@ -270,14 +262,20 @@ func (s *Store) insertBatch(ctx context.Context, tx *sql.Tx, first int64, b enco
 	return nil
 }
 
-// sameKey reports whether the item at seq, which a key sum names as a
-// possible repeat of e, has e's kind and key. Items from first on are
-// this call's own, kept so far; older ones are read from their batch.
-func (s *Store) sameKey(ctx context.Context, tx *sql.Tx, seq, first int64, kept []*store.Entry, e *store.Entry) (bool, error) {
-	if seq >= first {
-		o := kept[seq-first]
-		return o.Kind == e.Kind && o.Key == e.Key, nil
-	}
+// pendingKey reports whether e's kind and key, whose sum is sum, are
+// pending for service: whether one of the items the sum names has them.
+func (s *Store) pendingKey(ctx context.Context, tx *sql.Tx, service string, sum uint64, e *store.Entry) (bool, error) {
+	var found bool
+	var err error
+	s.w.mem.keys.candidates(service, sum, func(seq int64) bool {
+		found, err = s.sameKey(ctx, tx, seq, e)
+		return !found && err == nil
+	})
+	return found, err
+}
+
+// sameKey reports whether the item at seq has e's kind and key.
+func (s *Store) sameKey(ctx context.Context, tx *sql.Tx, seq int64, e *store.Entry) (bool, error) {
 	var last int64
 	var n int
 	var keys []byte

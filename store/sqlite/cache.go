@@ -1,7 +1,7 @@
 package sqlite
 
-// recentBatches keeps the columns of the batches the writer stored or read
-// last, up to recentBatchesBytes, so that NextTxn takes the items Append
+// recentBatches keeps the columns of the batches the writer stored last,
+// up to recentBatchesBytes, and of the one it read last, so that NextTxn takes the items Append
 // has just stored without reading them back: under load a transaction is
 // formed from items that arrived during the last PUT. A batch's columns
 // never change once stored and its seq is never given to another, so a
@@ -12,6 +12,10 @@ type recentBatches struct {
 	m     map[int64]*cachedBatch
 	order []int64 // seqs, oldest first; some may be gone from m
 	bytes int
+	// read is the last batch read from the file, for the transaction
+	// that takes the rest of it: a backlog read back is not kept beyond.
+	read    *cachedBatch
+	readSeq int64
 }
 
 // recentBatchesBytes bounds the bytes of the batches kept: the items of
@@ -25,8 +29,16 @@ type cachedBatch struct {
 }
 
 func (c *recentBatches) get(seq int64) (*cachedBatch, bool) {
+	if c.read != nil && c.readSeq == seq {
+		return c.read, true
+	}
 	b, ok := c.m[seq]
 	return b, ok
+}
+
+// readBack keeps b, read from the file as batch seq, until the next.
+func (c *recentBatches) readBack(seq int64, b *cachedBatch) {
+	c.read, c.readSeq = b, seq
 }
 
 // add keeps b as batch seq, and drops the oldest batches beyond the bound.
@@ -62,6 +74,9 @@ func (c *recentBatches) add(seq int64, b *cachedBatch) {
 
 // drop forgets batch seq, if kept.
 func (c *recentBatches) drop(seq int64) {
+	if c.readSeq == seq {
+		c.read = nil
+	}
 	if b, ok := c.m[seq]; ok {
 		c.bytes -= len(b.keys) + len(b.data)
 		delete(c.m, seq)

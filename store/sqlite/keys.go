@@ -22,23 +22,19 @@ type memory struct {
 
 // pendingKeys deduplicates Append without an index write per item: per
 // service, the keyed items that are pending (queued, or in a stored
-// transaction) by a 64-bit sum of kind and key (keySum), each with its
-// seq. A sum says only "maybe": Append confirms a hit against the item
-// itself. The sums are seeded at random per Open, so no one can choose
-// keys that collide; two pending keys of a service with the same sum (a
-// chance of about n in 2^64 per key, for n pending) would leave the older
-// one unguarded: the map keeps the newer. About 20 to 40 bytes per
-// pending keyed item; Complete reads the keys of the items it completes
-// back from their batches to forget them.
+// transaction) by a 64-bit sum of kind and key (keySum), each with its seq
+// (see keyTable: about 20 bytes per pending keyed item). A sum says only
+// "maybe": Append confirms a hit against the item itself. The sums are
+// seeded at random per Open, so no one can choose keys that collide.
 type pendingKeys struct {
-	svcs map[string]map[uint64]int64 // service → sum → seq
+	svcs map[string]*keyTable
 	// txns are, per service and stored transaction formed since Open, its
 	// keyed items: Complete forgets them without reading them back.
 	txns map[string]map[int64][]keyRef
 }
 
 func newPendingKeys() pendingKeys {
-	return pendingKeys{svcs: make(map[string]map[uint64]int64), txns: make(map[string]map[int64][]keyRef)}
+	return pendingKeys{svcs: make(map[string]*keyTable), txns: make(map[string]map[int64][]keyRef)}
 }
 
 // formed records the keyed items of transaction id of service.
@@ -90,21 +86,29 @@ func keySumBytes(seed maphash.Seed, kind store.Kind, key []byte) uint64 {
 	return maphash.Bytes(seed, key) ^ uint64(kind)*0x9e3779b97f4a7c15
 }
 
-// lookup returns the seq of the pending item of service whose sum is sum,
-// if any.
-func (p *pendingKeys) lookup(service string, sum uint64) (int64, bool) {
-	seq, ok := p.svcs[service][sum]
-	return seq, ok
+// candidates calls fn with the seq of each pending item of service whose
+// sum is sum, until fn returns false.
+func (p *pendingKeys) candidates(service string, sum uint64, fn func(seq int64) bool) {
+	if t := p.svcs[service]; t != nil {
+		t.each(sum, fn)
+	}
+}
+
+// holds reports whether service's keys can take an item at seq (see
+// keyTable.holds).
+func (p *pendingKeys) holds(service string, seq int64) bool {
+	t := p.svcs[service]
+	return t == nil || t.holds(seq)
 }
 
 // add records a keyed item queued for service.
 func (p *pendingKeys) add(service string, seq int64, sum uint64) {
-	m := p.svcs[service]
-	if m == nil {
-		m = make(map[uint64]int64)
-		p.svcs[service] = m
+	t := p.svcs[service]
+	if t == nil {
+		t = &keyTable{}
+		p.svcs[service] = t
 	}
-	m[sum] = seq
+	t.add(sum, seq)
 }
 
 // has reports whether service has keys pending.
@@ -113,13 +117,12 @@ func (p *pendingKeys) has(service string) bool { return p.svcs[service] != nil }
 // forget forgets the item of service at seq, whose sum is sum: it is no
 // longer pending. Forgetting it twice does nothing.
 func (p *pendingKeys) forget(service string, seq int64, sum uint64) {
-	m := p.svcs[service]
-	if m[sum] != seq {
+	t := p.svcs[service]
+	if t == nil || !t.remove(sum, seq) {
 		return
 	}
-	delete(m, sum)
-	if len(m) == 0 {
-		delete(p.svcs, service) // gives the map's memory back
+	if t.n == 0 {
+		delete(p.svcs, service) // gives the table's memory back
 	}
 }
 

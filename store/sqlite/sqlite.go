@@ -183,10 +183,10 @@ const DefaultBusyTimeout = 5 * time.Second
 const journalSizeLimit = 64 << 20
 
 // cacheSizeKiB is SQLite's page cache per connection (PRAGMA cache_size, in
-// KiB when negative). The default 2 MiB is small for the random lookups of
-// the deduplication index under a backlog. SQLite fills it only as pages
-// are read, so a small store stays small in memory.
-const cacheSizeKiB = 4 << 10
+// KiB when negative): SQLite's default. The store reads few pages at random
+// (batches are read in order, recent ones from the writer's memory), and
+// the operating system caches the file anyway.
+const cacheSizeKiB = 2 << 10
 
 // walAutocheckpointPages is how many pages the write-ahead log holds before
 // SQLite itself copies them into the database file (PRAGMA

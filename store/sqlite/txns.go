@@ -188,7 +188,7 @@ func (s *Store) batch(ctx context.Context, tx *sql.Tx, seq int64) (*cachedBatch,
 	if err := tx.StmtContext(ctx, s.st.batchByID).QueryRowContext(ctx, seq).Scan(&b.n, &b.keys, &b.data); err != nil {
 		return nil, fmt.Errorf("reading batch %d: %w", seq, err)
 	}
-	s.w.mem.batches.add(seq, b)
+	s.w.mem.batches.readBack(seq, b)
 	return b, nil
 }
 
