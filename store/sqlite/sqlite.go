@@ -14,8 +14,10 @@
 //     the commit has been synced to disk, so what a method reported as done
 //     survives a crash of the process and, with the default, a power
 //     loss. Either all of a call's changes are stored or none: concurrent
-//     calls may share a transaction (see below), each in a savepoint of
-//     its own, so a call that fails is undone alone.
+//     calls may share a transaction (see below); a call that fails before
+//     it writes (a stale epoch, a held lease, a full store) fails alone,
+//     and one whose writes fail (a full disk, an I/O error) undoes the
+//     transaction, whose other calls run again in the next one.
 //   - One owner: Open takes an exclusive, non-blocking lock on a side file
 //     (path + ".lock"). A second Open of the same file, in this process or
 //     another, fails at once with an error matching ErrLocked, so two
@@ -77,8 +79,8 @@
 // runs the calls that change state (Append, Claim, Release, NextTxn,
 // Complete, Purge): it takes every call waiting,
 // and the calls that arrive while its transaction is young, up to 256, and
-// runs them in the order they were made, each in a savepoint, in one
-// SQLite transaction with one commit, then tells each call its outcome.
+// runs them in the order they were made, in one SQLite transaction with
+// one commit, then tells each call its outcome.
 // Concurrent callers (the scheduler's committer appending, the services
 // forming and completing transactions) thus share one sync instead of
 // queueing for one each. The sync is not the writer's: SQLite runs with
@@ -93,12 +95,20 @@
 // mode sees the last commit while the writer writes (possibly one whose
 // sync is still under way).
 //
-// The writer keeps a bounded copy of what each service has queued, so
-// that NextTxn usually forms a transaction without reading back the bytes
-// Append has just written. Append copies the Data it is given, so a caller
-// may reuse its buffers at once; the Data of the items NextTxn returns may
-// be shared with another service's transaction, so callers must not
-// modify it.
+// An Append is stored as a few rows whatever its size: its items as one
+// row of bytes (a few for a large call), and per service that takes some
+// of them one row that says which (see layout.go). A transaction is a
+// range of a service's items, so forming one writes a row and completing
+// it deletes a few. The keys that deduplicate appends are kept in memory,
+// per service, rebuilt from the stored items at Open: about 20 bytes per
+// pending keyed item (a million pending events, 20 MB). The writer also
+// keeps the bytes of the last 8 MiB of items stored, so that NextTxn
+// usually forms a transaction without reading back what Append has just
+// written.
+//
+// Append copies the Data it is given, so a caller may reuse its buffers at
+// once; the Data of the items NextTxn returns may be shared with another
+// service's transaction, so callers must not modify it.
 package sqlite
 
 import (
@@ -539,11 +549,8 @@ func pragmas(opts Options) []string {
 		// The schema keeps its references by code, not by foreign keys:
 		// checking them would cost a lookup per queued row.
 		"PRAGMA foreign_keys = OFF",
-		// The writer runs each call but the first of a transaction in a
-		// savepoint, whose journal of the pages it changes is a temporary
-		// file by default: one more write per page. In memory it costs no
-		// syscall; it is as large as one call's changes at most, and the
-		// one call whose changes have no bound, Purge, runs alone.
+		// Temporary tables and indexes (a sort the planner may want) stay
+		// in memory: they are small, and a file costs a write per page.
 		"PRAGMA temp_store = MEMORY",
 	}
 }

@@ -1,0 +1,77 @@
+package sqlite
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/asdeliver/scheduler/store"
+)
+
+func TestBatchRoundTrip(t *testing.T) {
+	entries := []*store.Entry{
+		{Item: store.Item{Kind: store.KindEvent, Key: "$a", Data: []byte(`{"a":1}`)}},
+		{Item: store.Item{Kind: store.KindToDevice, Data: []byte(`{"to_device":2}`)}},
+		{Item: store.Item{Kind: store.KindEphemeral, Key: "$c", Data: []byte(`{"c":3}`)}},
+	}
+	keys, data := encodeBatch(entries)
+	const last = 102
+	all, err := decodeBatch(last, 3, nil, keys, data)
+	require.NoError(t, err)
+	for i, it := range all {
+		require.Equal(t, store.Item{Seq: 100 + int64(i), Kind: entries[i].Kind, Key: entries[i].Key, Data: entries[i].Data}, it)
+	}
+	some, err := decodeBatch(last, 3, encodePicks([]int{0, 2}, 3), keys, data)
+	require.NoError(t, err)
+	require.Equal(t, []store.Item{all[0], all[2]}, some)
+	require.Nil(t, encodePicks([]int{0, 1, 2}, 3), "all items: no picks")
+
+	_, err = decodeBatch(last, 4, nil, keys, data)
+	require.ErrorIs(t, err, errCorrupt, "more items than stored")
+	_, err = decodeBatch(last, 3, nil, keys, data[:5])
+	require.ErrorIs(t, err, errCorrupt, "data cut short")
+	_, err = decodeBatch(last, 3, []byte{2, 0}, keys, data)
+	require.ErrorIs(t, err, errCorrupt, "a pick past the batch")
+}
+
+func TestCutBatches(t *testing.T) {
+	small := &store.Entry{Item: store.Item{Data: make([]byte, 10)}}
+	big := &store.Entry{Item: store.Item{Data: make([]byte, batchMaxBytes)}}
+	entries := make([]*store.Entry, 0, 300)
+	for range 300 {
+		entries = append(entries, small)
+	}
+	require.Equal(t, [][2]int{{0, 128}, {128, 256}, {256, 300}}, cutBatches(entries))
+	require.Equal(t, [][2]int{{0, 1}, {1, 2}, {2, 3}}, cutBatches([]*store.Entry{small, big, small}),
+		"a large item has a batch of its own")
+	require.Empty(t, cutBatches(nil))
+}
+
+// FuzzDecodeBatch feeds stored bytes, as a damaged file could hold them,
+// to the decoders: they return items or an error matching errCorrupt,
+// and never panic nor return data past the data column.
+func FuzzDecodeBatch(f *testing.F) {
+	keys, data := encodeBatch([]*store.Entry{
+		{Item: store.Item{Kind: store.KindEvent, Key: "$a", Data: []byte("one")}},
+		{Item: store.Item{Kind: store.KindToDevice, Data: []byte("two")}},
+	})
+	f.Add(2, []byte(nil), keys, data)
+	f.Add(2, []byte{1}, keys, data)
+	f.Add(3, []byte{0, 0}, keys, data[:4])
+	f.Add(1, []byte{}, []byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1}, data)
+	f.Fuzz(func(t *testing.T, n int, picks, keys, data []byte) {
+		if n < 0 || n > 1<<16 {
+			return
+		}
+		items, err := decodeBatch(1<<20, n, picks, keys, data)
+		if err != nil {
+			require.ErrorIs(t, err, errCorrupt)
+			return
+		}
+		for _, it := range items {
+			require.LessOrEqual(t, len(it.Data), len(data))
+		}
+		err = eachItem(1<<20, n, picks, keys, func(int64, store.Kind, []byte, int, int) bool { return true })
+		require.NoError(t, err, "eachItem agrees with decodeBatch")
+	})
+}
