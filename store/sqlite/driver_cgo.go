@@ -15,13 +15,9 @@ import (
 const driverName = "sqlite3"
 
 // newDriver returns a go-sqlite3 driver that prepares every connection of
-// c: the key-hash function (for the migration to schema version 2), the
-// pragmas, and the size cap.
+// c: the pragmas, and the size cap.
 func newDriver(c *connector) driver.Driver {
 	return &sqlite3.SQLiteDriver{ConnectHook: func(conn *sqlite3.SQLiteConn) error {
-		if err := conn.RegisterFunc("asdeliver_key_hash", keyHash, true); err != nil {
-			return fmt.Errorf("registering asdeliver_key_hash: %w", err)
-		}
 		for _, p := range c.pragmas {
 			if _, err := conn.Exec(p, nil); err != nil {
 				return fmt.Errorf("%s: %w", p, err)

@@ -28,8 +28,8 @@ type memory struct {
 // seeded at random per Open, so no one can choose keys that collide.
 type pendingKeys struct {
 	svcs map[string]*keyTable
-	// txns are, per service and stored transaction formed since Open, its
-	// keyed items: Complete forgets them without reading them back.
+	// txns are, per service and stored transaction, its keyed items:
+	// Complete forgets them without reading them back.
 	txns map[string]map[int64][]keyRef
 }
 
@@ -53,12 +53,9 @@ func (p *pendingKeys) formed(service string, id int64, items []store.Item, seed 
 	m[id] = refs
 }
 
-// formedKeys returns the keyed items of transaction id of service, and
-// whether they are known: it was formed since Open, or service has no
-// keys pending at all.
-func (p *pendingKeys) formedKeys(service string, id int64) ([]keyRef, bool) {
-	refs, ok := p.txns[service][id]
-	return refs, ok || p.svcs[service] == nil
+// txnKeys returns the keyed items of stored transaction id of service.
+func (p *pendingKeys) txnKeys(service string, id int64) []keyRef {
+	return p.txns[service][id]
 }
 
 // completed forgets transaction id of service, and the items done, which
@@ -111,9 +108,6 @@ func (p *pendingKeys) add(service string, seq int64, sum uint64) {
 	t.add(sum, seq)
 }
 
-// has reports whether service has keys pending.
-func (p *pendingKeys) has(service string) bool { return p.svcs[service] != nil }
-
 // forget forgets the item of service at seq, whose sum is sum: it is no
 // longer pending. Forgetting it twice does nothing.
 func (p *pendingKeys) forget(service string, seq int64, sum uint64) {
@@ -145,10 +139,10 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// loadMemory builds the writer's memory from the file: the next seq, and
-// the keys of the items each service has pending, that is above the
-// highest seq it has completed (the first of its oldest stored transaction,
-// less one, or else all it has bound).
+// loadMemory builds the writer's memory from the file: the next seq, the
+// keys of the items each service has pending, that is above the highest
+// seq it has completed (the first of its oldest stored transaction, less
+// one, or else all it has bound), and those of each stored transaction.
 func loadMemory(ctx context.Context, q querier, seed maphash.Seed) (*memory, error) {
 	m := &memory{keys: newPendingKeys()}
 	if err := q.QueryRowContext(ctx, `SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'batches'), 0)`).
@@ -156,21 +150,43 @@ func loadMemory(ctx context.Context, q querier, seed maphash.Seed) (*memory, err
 		return nil, fmt.Errorf("reading the last seq: %w", err)
 	}
 	m.nextSeq++
+	// Per service, its stored transactions in order, and how far it has
+	// completed: below the first of them, or else all it has bound.
+	type txnRange struct{ id, first, last int64 }
+	stored := make(map[string][]txnRange)
 	floors := make(map[string]int64)
-	rows, err := q.QueryContext(ctx, `SELECT service,
-		coalesce((SELECT min(first_seq) - 1 FROM txns AS t WHERE t.service = s.service), bound_seq)
-		FROM services AS s`)
+	rows, err := q.QueryContext(ctx, `SELECT service, id, first_seq, last_seq FROM txns ORDER BY service, id`)
+	if err != nil {
+		return nil, fmt.Errorf("reading stored transactions: %w", err)
+	}
+	for rows.Next() {
+		var svc string
+		var r txnRange
+		if err := rows.Scan(&svc, &r.id, &r.first, &r.last); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		stored[svc] = append(stored[svc], r)
+		m.keys.formed(svc, r.id, nil, seed) // known, if without keys
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	rows, err = q.QueryContext(ctx, `SELECT service, bound_seq FROM services`)
 	if err != nil {
 		return nil, fmt.Errorf("reading what services completed: %w", err)
 	}
 	for rows.Next() {
 		var svc string
-		var floor int64
-		if err := rows.Scan(&svc, &floor); err != nil {
+		var bound int64
+		if err := rows.Scan(&svc, &bound); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		floors[svc] = floor
+		floors[svc] = bound
+		if t := stored[svc]; len(t) > 0 {
+			floors[svc] = t[0].first - 1
+		}
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -189,13 +205,22 @@ func loadMemory(ctx context.Context, q querier, seed maphash.Seed) (*memory, err
 		if err := rows.Scan(&svc, &batch, &picks, &n, &keys); err != nil {
 			return nil, fmt.Errorf("reading pending keys: %w", err)
 		}
-		floor := floors[svc]
+		floor, txns := floors[svc], stored[svc]
 		err := eachItem(batch, n, picks, keys, func(seq int64, kind store.Kind, key []byte, _, _ int) bool {
-			if len(key) > 0 && seq > floor {
-				m.keys.add(svc, seq, keySumBytes(seed, kind, key))
+			if len(key) == 0 || seq <= floor {
+				return true
+			}
+			sum := keySumBytes(seed, kind, key)
+			m.keys.add(svc, seq, sum)
+			for len(txns) > 0 && txns[0].last < seq {
+				txns = txns[1:]
+			}
+			if len(txns) > 0 && txns[0].first <= seq {
+				m.keys.txns[svc][txns[0].id] = append(m.keys.txns[svc][txns[0].id], keyRef{seq, sum})
 			}
 			return true
 		})
+		stored[svc] = txns
 		if err != nil {
 			return nil, fmt.Errorf("batch %d of %q: %w", batch, svc, err)
 		}

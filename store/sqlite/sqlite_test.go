@@ -884,6 +884,84 @@ func TestDeliveredKeysAreForgotten(t *testing.T) {
 	require.Zero(t, count(t, s, "batches"))
 }
 
+// TestKeysOfATransactionFormedBeforeReopen: Open finds the keys of the
+// stored transactions; completing one makes its keys new again, while the
+// keys of another stored transaction and of queued items stay pending.
+func TestKeysOfATransactionFormedBeforeReopen(t *testing.T) {
+	path := dbPath(t)
+	s, err := Open(path)
+	require.NoError(t, err)
+	ctx := t.Context()
+	require.NoError(t, s.Append(ctx, []store.Entry{
+		entry("$1", "1", "a"), {Item: store.Item{Kind: store.KindToDevice, Data: []byte("td")}, Services: []string{"a"}},
+		entry("$2", "2", "a"), entry("$3", "3", "a"), entry("$4", "4", "a"),
+	}))
+	e, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	first, err := s.NextTxn(ctx, "a", e, 1, store.Limits{MaxItems: 2, MaxBytes: 1 << 20})
+	require.NoError(t, err)
+	second, err := s.NextTxn(ctx, "a", e, 1, store.Limits{MaxItems: 1, MaxBytes: 1 << 20})
+	require.NoError(t, err)
+	require.Len(t, first.Items, 3, "$1, the to-device item, $2")
+	require.Equal(t, "$3", second.Items[0].Key)
+	require.NoError(t, s.Close())
+
+	s = openStore(t, path, Options{})
+	e, err = s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, s.Complete(ctx, "a", e, first.ID))
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$1", "again", "a"), entry("$3", "again", "a"), entry("$4", "again", "a")}))
+	bl, err := s.Backlogs(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2, bl[0].Queued, "$4 queued before, and $1 again; $3 is still in a stored transaction")
+}
+
+// schemaV1 is the schema of version 1: an items row per item, a queue row
+// per item and service, with the key for a unique index of pending keys.
+const schemaV1 = `
+CREATE TABLE items (
+	seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+	kind    INTEGER NOT NULL,
+	key     TEXT    NOT NULL,
+	data    BLOB    NOT NULL,
+	created INTEGER NOT NULL -- unix nanoseconds
+);
+
+CREATE TABLE queue (
+	service TEXT    NOT NULL,
+	seq     INTEGER NOT NULL,
+	kind    INTEGER NOT NULL,
+	key     TEXT    NOT NULL,
+	PRIMARY KEY (service, seq)
+) WITHOUT ROWID;
+
+CREATE INDEX queue_by_seq ON queue (seq);
+
+CREATE UNIQUE INDEX queue_pending_key ON queue (service, kind, key) WHERE key <> '';
+
+CREATE TABLE txns (
+	service   TEXT    NOT NULL,
+	id        INTEGER NOT NULL,
+	format    INTEGER NOT NULL,
+	hash      BLOB    NOT NULL,
+	created   INTEGER NOT NULL, -- unix nanoseconds
+	first_seq INTEGER NOT NULL,
+	last_seq  INTEGER NOT NULL,
+	PRIMARY KEY (service, id)
+) WITHOUT ROWID;
+
+CREATE TABLE services (
+	service       TEXT    NOT NULL PRIMARY KEY,
+	last_txn_id   INTEGER NOT NULL DEFAULT 0,
+	bound_seq     INTEGER NOT NULL DEFAULT 0,
+	queued        INTEGER NOT NULL DEFAULT 0,
+	lease_owner   TEXT    NOT NULL DEFAULT '',
+	lease_epoch   INTEGER NOT NULL DEFAULT 0, -- 0: no lease granted
+	lease_expires INTEGER NOT NULL DEFAULT 0, -- unix nanoseconds
+	max_epoch     INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+`
+
 // createVersion1 creates a database at path with schema version 1, as that
 // version of the store left it, and returns a connection to fill it.
 func createVersion1(t *testing.T, path string) *sql.DB {
@@ -895,11 +973,7 @@ func createVersion1(t *testing.T, path string) *sql.DB {
 		_, err := raw.Exec(q)
 		require.NoError(t, err, q)
 	}
-	tx, err := raw.Begin()
-	require.NoError(t, err)
-	require.NoError(t, migrations[0](t.Context(), tx))
-	require.NoError(t, tx.Commit())
-	for _, q := range []string{"PRAGMA user_version = 1", fmt.Sprintf("PRAGMA application_id = %d", applicationID)} {
+	for _, q := range []string{schemaV1, "PRAGMA user_version = 1", fmt.Sprintf("PRAGMA application_id = %d", applicationID)} {
 		_, err := raw.Exec(q)
 		require.NoError(t, err, q)
 	}

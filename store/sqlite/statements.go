@@ -39,8 +39,6 @@ type statements struct {
 
 	// Complete and Purge.
 	deleteTxn    *sql.Stmt
-	floor        *sql.Stmt
-	doneBatches  *sql.Stmt
 	deleteQueue  *sql.Stmt
 	deleteBatch  *sql.Stmt
 	unrefBatch   *sql.Stmt
@@ -113,11 +111,6 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 	st.rangeBatches = r(`SELECT ` + batchColumns + ` WHERE q.service = ? AND q.last >= ? ORDER BY q.last`)
 
 	st.deleteTxn = p(`DELETE FROM txns WHERE service = ? AND id = ? RETURNING id`)
-	st.floor = p(`SELECT ` + floorOf)
-	st.doneBatches = p(`SELECT q.batch, q.picks, b.n, b.keys
-		FROM queue AS q JOIN batches AS b ON b.seq = q.batch
-		WHERE q.service = ?1 AND q.last <= coalesce((SELECT min(last) FROM queue WHERE service = ?1 AND last > ?2), ?2)
-		ORDER BY q.last`)
 	st.deleteQueue = p(`DELETE FROM queue WHERE service = ?1 AND last <= ` + floorOf + ` RETURNING batch`)
 	st.deleteBatch = p(`DELETE FROM batches WHERE seq = ? AND refs = 1`)
 	st.unrefBatch = p(`UPDATE batches SET refs = refs - 1 WHERE seq = ?`)

@@ -290,18 +290,7 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 		if err != nil {
 			return err
 		}
-		// The keys this store formed the transaction with are known; those
-		// of one formed before Open are read back.
-		done, known := s.w.mem.keys.formedKeys(service, id)
-		if !known && s.w.mem.keys.has(service) {
-			var floor int64
-			if err := tx.StmtContext(ctx, s.st.floor).QueryRowContext(ctx, service).Scan(&floor); err != nil {
-				return fmt.Errorf("finding what is done: %w", err)
-			}
-			if done, err = s.doneKeys(ctx, tx, service, floor); err != nil {
-				return err
-			}
-		}
+		done := s.w.mem.keys.txnKeys(service, id)
 		if err := s.dropQueueRows(ctx, tx, s.st.deleteQueue, service); err != nil {
 			return err
 		}
@@ -312,40 +301,6 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 		return fmt.Errorf("%s %d of %q: %w", op, id, service, err)
 	}
 	return nil
-}
-
-// doneKeys returns the keyed items of service up to seq floor that are
-// still in its queue rows: those of the rows Complete deletes, and those
-// of the row that holds floor+1, up to floor (some of which an earlier
-// Complete may have returned already).
-func (s *Store) doneKeys(ctx context.Context, tx *sql.Tx, service string, floor int64) ([]keyRef, error) {
-	rows, err := tx.StmtContext(ctx, s.st.doneBatches).QueryContext(ctx, service, floor)
-	if err != nil {
-		return nil, fmt.Errorf("reading completed keys: %w", err)
-	}
-	defer rows.Close()
-	var done []keyRef
-	for rows.Next() {
-		var batch int64
-		var n int
-		var picks, keys []byte
-		if err := rows.Scan(&batch, &picks, &n, &keys); err != nil {
-			return nil, fmt.Errorf("reading completed keys: %w", err)
-		}
-		err := eachItem(batch, n, picks, keys, func(seq int64, kind store.Kind, key []byte, _, _ int) bool {
-			if seq > floor {
-				return false
-			}
-			if len(key) > 0 {
-				done = append(done, keyRef{seq, keySumBytes(s.keySeed, kind, key)})
-			}
-			return true
-		})
-		if err != nil {
-			return nil, fmt.Errorf("reading completed keys: %w", err)
-		}
-	}
-	return done, rows.Err()
 }
 
 // dropQueueRows deletes service's queue rows with stmt (args: service,

@@ -8,8 +8,8 @@ import (
 	"github.com/asdeliver/scheduler/store"
 )
 
-// Migration 4 regroups the items of version 3, one row each, into
-// batches: runs of consecutive seqs appended at the same time (by one
+// fromItems converts a file of schema version 1, 2 or 3, which kept a row
+// per item, into batches: runs of consecutive seqs appended at the same time (by one
 // call), up to migrateBatchItems items or migrateBatchBytes bytes of data
 // each, keeping every seq, so that the stored transactions' ranges and the
 // services' bound marks stay valid.
@@ -18,28 +18,17 @@ const (
 	migrateBatchBytes = 1 << 20
 )
 
-const schemaV4 = `
-CREATE TABLE batches (
-	seq     INTEGER PRIMARY KEY AUTOINCREMENT, -- the seq of its last item
-	n       INTEGER NOT NULL, -- items: seqs seq-n+1 to seq
-	refs    INTEGER NOT NULL, -- queue rows that name it
-	created INTEGER NOT NULL, -- unix nanoseconds
-	keys    BLOB    NOT NULL,
-	data    BLOB    NOT NULL
-);
-
+// fromItems is the conversion; see above. The items and queue tables of
+// versions 1 to 3 differ only in columns it does not read.
+func fromItems(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, schemaBatches+`
 CREATE TABLE queue_v4 (
 	service TEXT    NOT NULL,
-	last    INTEGER NOT NULL, -- the highest seq of the batch the service takes
+	last    INTEGER NOT NULL,
 	batch   INTEGER NOT NULL,
-	picks   BLOB,             -- the items of the batch it takes; NULL: all
+	picks   BLOB,
 	PRIMARY KEY (service, last)
-) WITHOUT ROWID;
-`
-
-// toBatches is migration 4.
-func toBatches(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, schemaV4); err != nil {
+) WITHOUT ROWID;`); err != nil {
 		return err
 	}
 	// The seqs already used: a new item must get a higher one, even when
@@ -97,12 +86,22 @@ func toBatches(ctx context.Context, tx *sql.Tx) error {
 	_, err = tx.ExecContext(ctx, `
 DELETE FROM sqlite_sequence WHERE name IN ('items', 'batches');
 INSERT INTO sqlite_sequence (name, seq) VALUES ('batches', ?);
-DROP TABLE pending;
+DROP TABLE IF EXISTS pending;
 DROP TABLE queue;
 DROP TABLE items;
 ALTER TABLE queue_v4 RENAME TO queue;
-ALTER TABLE services DROP COLUMN dedup_stale;
 `, used)
+	if err != nil {
+		return err
+	}
+	// Versions 2 and 3 counted stale key rows per service.
+	var stale int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('services') WHERE name = 'dedup_stale'`).Scan(&stale); err != nil {
+		return err
+	}
+	if stale > 0 {
+		_, err = tx.ExecContext(ctx, `ALTER TABLE services DROP COLUMN dedup_stale`)
+	}
 	return err
 }
 
