@@ -149,7 +149,7 @@ func (s *Store) AppendOrdered(ctx context.Context, entries []store.Entry, queued
 }
 
 // appendTx is the writer's part of Append: drop what services have
-// pending, then store the batch and its queue rows.
+// pending, then store the batches and their queue rows.
 func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) error {
 	mem := s.w.mem
 	first := mem.nextSeq
