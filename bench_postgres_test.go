@@ -84,7 +84,7 @@ type benchChild struct {
 // the child's standard input, so that it stops cleanly, and fails b if it
 // does not (unless it was killed).
 func startBenchChild(b *testing.B, spec benchChildSpec) *benchChild {
-	c := &benchChild{cmd: ChildCmd(b, "TestBenchChild", benchChildEnv, spec), done: make(chan struct{})}
+	c := &benchChild{cmd: ChildCmd(b, "TestBenchChild", benchChildEnv, time.Hour, spec), done: make(chan struct{})}
 	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
 	var err error
 	if c.stdin, err = c.cmd.StdinPipe(); err != nil {

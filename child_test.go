@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // Helpers of the tests that run schedulers in child processes (the crash
@@ -16,14 +17,15 @@ import (
 // ChildCmd returns the command that runs this test binary again, in a
 // child process, for the test function named test alone, with spec as
 // JSON in the environment variable env: the child test reads it there
-// and skips when it is unset.
-func ChildCmd(t testing.TB, test, env string, spec any) *exec.Cmd {
+// and skips when it is unset. A child that hangs ends after timeout, even
+// if its parent is gone.
+func ChildCmd(t testing.TB, test, env string, timeout time.Duration, spec any) *exec.Cmd {
 	t.Helper()
 	raw, err := json.Marshal(spec)
 	if err != nil {
 		t.Fatalf("encoding the spec of a child process: %v", err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.timeout=1h")
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.timeout="+timeout.String())
 	cmd.Env = append(os.Environ(), env+"="+string(raw))
 	return cmd
 }

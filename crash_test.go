@@ -621,7 +621,7 @@ func (h *crashHarness) spawn(spec crashChildSpec) *crashProc {
 	t := h.t
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
-	cmd := scheduler.ChildCmd(t, "TestCrashChild", crashChildEnv, spec)
+	cmd := scheduler.ChildCmd(t, "TestCrashChild", crashChildEnv, 10*time.Minute, spec)
 	cmd.ExtraFiles = []*os.File{w}
 	p := &crashProc{
 		cmd:    cmd,

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -468,6 +469,43 @@ func TestFaultCompleteFailingResendsTheSameTransaction(t *testing.T) {
 		assert.Equal(t, string(reqs[0].Body), string(r.Body), "byte for byte")
 	}
 	assert.GreaterOrEqual(t, faultCheckDelivery(t, as, faultIDs(events)), 3, "at least one resend per failed Complete but the last")
+	faultCheckDrained(t, s, "a")
+}
+
+// TestFaultCompleteFailingDuringCatchUpResendsBeforeTheNextOne: while an
+// AS catches up, each transaction's Complete runs beside the formation of
+// the next one. A Complete that fails leaves the delivered transaction
+// stored, and the one formed beside it after it: the delivered one is
+// resent first, under its ID and bytes, and IDs never go down.
+func TestFaultCompleteFailingDuringCatchUpResendsBeforeTheNextOne(t *testing.T) {
+	s, fs, as := faultSetup(t)
+	as.Down()
+	events := faultEvents("e", 600)
+	faultEnqueue(t, s, events, 50)
+	waitDown(t, s, "a")
+	// The AS's third answer in catch-up, past the stored transactions,
+	// makes the next Completes fail.
+	var answered atomic.Int32
+	as.Respond(func(astest.Request) astest.Answer {
+		if answered.Add(1) == 3 {
+			fs.set(errFaultIO, "Complete")
+		}
+		return astest.Answer{}
+	})
+	s.ServiceUp("a")
+	faultWaitRetries(t, fs, "Complete", 2)
+	fs.clear()
+
+	faultCheckDelivery(t, as, faultIDs(events))
+	reqs := successes(as)
+	failed := reqs[2].TxnID
+	require.Equal(t, failed, reqs[3].TxnID, "the transaction whose Complete failed is resent first")
+	require.Equal(t, string(reqs[2].Body), string(reqs[3].Body), "byte for byte")
+	next, err := strconv.ParseInt(reqs[len(reqs)-1].TxnID, 10, 64)
+	require.NoError(t, err)
+	id, err := strconv.ParseInt(failed, 10, 64)
+	require.NoError(t, err)
+	require.Greater(t, next, id)
 	faultCheckDrained(t, s, "a")
 }
 

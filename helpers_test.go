@@ -134,9 +134,17 @@ func start(t testing.TB, cfg Config) *Scheduler {
 // storeFunc wraps a Store so a test can intercept some of its methods.
 type storeFunc struct {
 	store.Store
-	append  func(ctx context.Context, entries []store.Entry) error
-	nextTxn func(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error)
-	txns    func(ctx context.Context, service string, limit int) ([]store.Txn, error)
+	append   func(ctx context.Context, entries []store.Entry) error
+	nextTxn  func(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error)
+	txns     func(ctx context.Context, service string, limit int) ([]store.Txn, error)
+	complete func(ctx context.Context, service string, epoch store.Epoch, id int64) error
+}
+
+func (w *storeFunc) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
+	if w.complete != nil {
+		return w.complete(ctx, service, epoch, id)
+	}
+	return w.Store.Complete(ctx, service, epoch, id)
 }
 
 func (w *storeFunc) Txns(ctx context.Context, service string, limit int) ([]store.Txn, error) {

@@ -236,7 +236,7 @@ func (r *chaosRun) spawn(slot, inc int) *chaosProc {
 	for _, as := range r.ases {
 		urls = append(urls, as.URL())
 	}
-	cmd := ChildCmd(t, "TestPostgresChaosChild", chaosSpecEnv, chaosSpec{DSN: r.dsn, Schema: r.schema, Slot: slot, Inc: inc, URLs: urls})
+	cmd := ChildCmd(t, "TestPostgresChaosChild", chaosSpecEnv, 10*time.Minute, chaosSpec{DSN: r.dsn, Schema: r.schema, Slot: slot, Inc: inc, URLs: urls})
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)

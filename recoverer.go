@@ -85,7 +85,7 @@ func (d *deliverer) recover(ctx context.Context) error {
 		}
 		// Past the stored transactions, the next is formed beside this
 		// one's Complete: one commit between the 2xx and the next PUT.
-		next, err := d.completeAndForm(ctx, txn, d.phase == downForming && !d.isStopping())
+		next, err := d.completeAndForm(ctx, txn, d.mayFormAhead() && d.mayBeQueued())
 		if err != nil {
 			return err
 		}

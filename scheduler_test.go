@@ -389,39 +389,6 @@ func TestBacklogAfterOutageLeavesInFullTransactions(t *testing.T) {
 	assert.Len(t, rest, (n-first+99)/100)
 }
 
-// completeWatch is a Store that counts the transactions formed while a
-// Complete of the same service was under way. Its Completes linger, so
-// that a formation made beside one surely overlaps it.
-type completeWatch struct {
-	store.Store
-	completing atomic.Int32
-	beside     atomic.Int32 // formations that overlapped a Complete
-	alone      atomic.Int32 // formations that did not
-}
-
-func (w *completeWatch) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
-	w.completing.Add(1)
-	defer w.completing.Add(-1)
-	time.Sleep(5 * time.Millisecond)
-	return w.Store.Complete(ctx, service, epoch, id)
-}
-
-func (w *completeWatch) NextTxn(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
-	// A Complete called beside this call may start a moment later.
-	overlaps := w.completing.Load() > 0
-	time.Sleep(time.Millisecond)
-	overlaps = overlaps || w.completing.Load() > 0
-	txn, err := w.Store.NextTxn(ctx, service, epoch, format, lim)
-	if txn != nil {
-		if overlaps {
-			w.beside.Add(1)
-		} else {
-			w.alone.Add(1)
-		}
-	}
-	return txn, err
-}
-
 // TestCatchUpFormsEachTransactionBesideTheLastComplete: after an outage,
 // once the stored transactions are resent, the Recoverer forms each next
 // transaction while the last one is completed, so that a store merging
@@ -433,24 +400,69 @@ func TestCatchUpFormsEachTransactionBesideTheLastComplete(t *testing.T) {
 	as.Down()
 	cfg := testConfig(t, reg("a", as, "@a_.*"))
 	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour
-	watch := &completeWatch{Store: cfg.Store}
-	cfg.Store = watch
+	// Completes and formations linger, and their spans are recorded: a
+	// formation made beside a Complete overlaps it by about the linger,
+	// one made after it does not overlap it at all.
+	const linger = 20 * time.Millisecond
+	type span struct{ from, to time.Time }
+	var (
+		mu                    sync.Mutex
+		completes, formations []span
+	)
+	inner := cfg.Store
+	cfg.Store = &storeFunc{
+		Store: inner,
+		complete: func(ctx context.Context, service string, epoch store.Epoch, id int64) error {
+			from := time.Now()
+			time.Sleep(linger)
+			err := inner.Complete(ctx, service, epoch, id)
+			mu.Lock()
+			completes = append(completes, span{from, time.Now()})
+			mu.Unlock()
+			return err
+		},
+		nextTxn: func(ctx context.Context, service string, epoch store.Epoch, format int, lim store.Limits) (*store.Txn, error) {
+			from := time.Now()
+			time.Sleep(linger)
+			txn, err := inner.NextTxn(ctx, service, epoch, format, lim)
+			if txn != nil {
+				mu.Lock()
+				formations = append(formations, span{from, time.Now()})
+				mu.Unlock()
+			}
+			return txn, err
+		},
+	}
 	s := start(t, cfg)
 	const n = 1050
 	for i := range n {
 		require.NoError(t, s.Enqueue(ctx, event(fmt.Sprintf("$%d", i), "!r", "@a_x")))
 	}
 	waitDown(t, s, "a")
-	formedBefore := watch.alone.Load() + watch.beside.Load()
+	mu.Lock()
+	formedBefore := len(formations)
+	mu.Unlock()
 	as.Up()
 	s.ServiceUp("a")
 	waitDelivered(t, as, n)
+
+	mu.Lock()
+	defer mu.Unlock()
+	formed := formations[formedBefore:]
+	beside := 0
+	for _, f := range formed {
+		for _, c := range completes {
+			if f.from.Before(c.to) && c.from.Before(f.to) {
+				beside++
+				break
+			}
+		}
+	}
 	// The first formation after the resent transaction has no Complete
 	// beside it: the resend's Complete ran before the Recoverer knew that
 	// nothing more was stored.
-	formed := watch.alone.Load() + watch.beside.Load() - formedBefore
-	require.GreaterOrEqual(t, formed, int32(9))
-	assert.Equal(t, formed-1, watch.beside.Load(), "formations beside a Complete, of %d", formed)
+	require.GreaterOrEqual(t, len(formed), 9)
+	assert.Equal(t, len(formed)-1, beside, "formations beside a Complete, of %d", len(formed))
 }
 
 func sumInts(v []int) int {

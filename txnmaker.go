@@ -84,10 +84,10 @@ func (d *deliverer) deliverWhileUp(ctx context.Context) error {
 }
 
 // mayFormAhead reports whether the deliverer may form its next transaction
-// before the current one is done: nothing stored waits to be sent first,
-// and Stop has not begun.
+// before the current one is done: it is in a forming phase, UP or DOWN, so
+// nothing stored waits to be sent first, and Stop has not begun.
 func (d *deliverer) mayFormAhead() bool {
-	return d.phase == upForming && !d.isStopping()
+	return d.phase == d.phase.forming() && !d.isStopping()
 }
 
 // fullBatchWaiting reports whether enough items are queued to fill a

@@ -21,11 +21,7 @@ func TestStaleOwnerIsFencedMidTransaction(t *testing.T) {
 	schema := newSchema(t)
 	old := openStore(t, schema, Options{MaxConns: 2})
 	next := openStore(t, schema, Options{MaxConns: 2})
-	admin(t, expand(schema, `
-CREATE FUNCTION {s}.test_sleep() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN PERFORM pg_sleep(0.1); RETURN NULL; END $$;
-CREATE CONSTRAINT TRIGGER test_slow_txn AFTER INSERT ON {s}.txns
-	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {s}.test_sleep()`))
+	sleepInCommit(t, schema, "test_slow_txn", "INSERT", "txns", "", 100*time.Millisecond)
 
 	for round := range 4 {
 		svc := fmt.Sprintf("svc%d", round)
@@ -111,11 +107,7 @@ func TestEpochsComeFromTheDatabase(t *testing.T) {
 
 // slowCompletes makes every Complete on schema take 300 ms to commit.
 func slowCompletes(t *testing.T, schema string) {
-	admin(t, expand(schema, `
-CREATE FUNCTION {s}.test_sleep_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
-CREATE CONSTRAINT TRIGGER test_slow_complete AFTER DELETE ON {s}.txns
-	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {s}.test_sleep_delete()`))
+	sleepInCommit(t, schema, "test_slow_complete", "DELETE", "txns", "", 300*time.Millisecond)
 }
 
 // TestCompleteRunsBesideTheNextFormation: the owner's NextTxn does not
@@ -191,16 +183,11 @@ func TestClaimWaitsForACompleteUnderWay(t *testing.T) {
 // a commit of slowCompletes on s's schema.
 func waitForSlowCommit(t *testing.T, s *Store) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, "a slow Complete began", func() bool {
 		var n int
 		err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
 WHERE wait_event = 'PgSleep' AND datname = current_database() AND position($1 in query) > 0`, s.schema).Scan(&n)
 		require.NoError(t, err)
-		if n > 0 {
-			return
-		}
-		require.True(t, time.Now().Before(deadline), "no slow Complete began")
-		time.Sleep(5 * time.Millisecond)
-	}
+		return n > 0
+	})
 }

@@ -137,9 +137,7 @@ func (s *Store) queueAppend(b *pgx.Batch, set *appendSet, checkOutbox bool) *app
 // record tells w of the Store's own Append, once it has committed.
 func (r *appendResult) record(w *watchers) {
 	for i, svc := range r.services {
-		if i < len(r.lastSeqs) {
-			w.appended(svc, r.lastSeqs[i])
-		}
+		w.appended(svc, r.lastSeqs[i]) // both from one array_agg over heads
 	}
 }
 
@@ -281,10 +279,10 @@ func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Durat
 		return 0, s.fail(op, err)
 	}
 	// One implicit transaction: the row lock that waits for the owner's
-	// calls under way (see lockForClaim), then the claim.
+	// calls under way (see lockLease), then the claim.
 	var epoch int64
 	b := &pgx.Batch{}
-	b.Queue(s.sql.lockForClaim, service)
+	b.Queue(s.sql.lockLease, service)
 	b.Queue(s.sql.claim, service, owner, micros(ttl)).QueryRow(func(row pgx.Row) error { return row.Scan(&epoch) })
 	err := s.pool.SendBatch(ctx, b).Close()
 	switch {
@@ -519,7 +517,7 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 }
 
 // Complete deletes a stored transaction, as store.Store documents. It
-// holds the lease row locked (FOR SHARE) while it checks the epoch and
+// holds the lease row locked (FOR KEY SHARE) while it checks the epoch and
 // deletes, and locks the transaction's shared items, in Seq order, before
 // it decides whether another service still needs them.
 func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
@@ -588,10 +586,10 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 	if err := s.enterService(ctx, op, service); err != nil {
 		return err
 	}
-	var current, bound int64
+	var current int64
 	b := &pgx.Batch{}
 	b.Queue(s.sql.lockLease, service).QueryRow(func(row pgx.Row) error {
-		err := row.Scan(&current, &bound)
+		err := row.Scan(&current)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}

@@ -19,13 +19,24 @@ import (
 // trigger sleeps after the rows are written, with every lock the
 // transaction took still held.
 func slowCommits(t *testing.T, schema string, d time.Duration) {
+	sleepInCommit(t, schema, "test_late", "INSERT", "items", "substring(NEW.key FROM 1 FOR 4) = 'late'::bytea", d)
+}
+
+// sleepInCommit makes every commit on schema that did event (INSERT,
+// DELETE) to a row of table for which when holds (SQL over NEW or OLD;
+// "" for every row) sleep for d, in a deferred constraint trigger named
+// name: the commit holds its locks meanwhile.
+func sleepInCommit(t *testing.T, schema, name, event, table, when string, d time.Duration) {
+	t.Helper()
+	if when != "" {
+		when = "WHEN (" + when + ")"
+	}
 	admin(t, expand(schema, fmt.Sprintf(`
-CREATE FUNCTION {s}.test_sleep() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN PERFORM pg_sleep(%f); RETURN NULL; END $$;
-CREATE CONSTRAINT TRIGGER test_late AFTER INSERT ON {s}.items
-	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-	WHEN (substring(NEW.key FROM 1 FOR 4) = 'late'::bytea)
-	EXECUTE FUNCTION {s}.test_sleep()`, d.Seconds())))
+CREATE FUNCTION {s}.%[1]s() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(%[2]f); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER %[1]s AFTER %[3]s ON {s}.%[4]s
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW %[5]s
+	EXECUTE FUNCTION {s}.%[1]s()`, name, d.Seconds(), event, table, when)))
 }
 
 // appendWindow is when one Append ran.

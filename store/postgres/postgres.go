@@ -166,9 +166,10 @@ type Store struct {
 }
 
 var (
-	_ store.Store    = (*Store)(nil)
-	_ store.Notifier = (*Store)(nil)
-	_ io.Closer      = (*Store)(nil)
+	_ store.Store             = (*Store)(nil)
+	_ store.Notifier          = (*Store)(nil)
+	_ store.AppendConcurrency = (*Store)(nil)
+	_ io.Closer               = (*Store)(nil)
 )
 
 // Open opens the store in the PostgreSQL database at dsn, a connection
@@ -202,11 +203,9 @@ func OpenWithOptions(ctx context.Context, dsn string, opts Options) (*Store, err
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "asdeliver"
 	}
-	// The store's statements are short; compiling one with JIT, which a
+	// The store's statements are short: compiling one with JIT, which a
 	// large estimate can trigger, costs far more than running it.
-	if _, set := cfg.ConnConfig.RuntimeParams["jit"]; !set {
-		cfg.ConnConfig.RuntimeParams["jit"] = "off"
-	}
+	//
 	// The tables are queues: they swing between empty and a large backlog
 	// faster than autovacuum's ANALYZE follows. A plan made for statistics
 	// that say "empty" or "small" scans a whole table, or a service's
@@ -216,6 +215,7 @@ func OpenWithOptions(ctx context.Context, dsn string, opts Options) (*Store, err
 	// out sequential and bitmap scans, and keep one generic plan per
 	// statement: planning each call costs more CPU than the statement.
 	for name, value := range map[string]string{
+		"jit":               "off",
 		"enable_seqscan":    "off",
 		"enable_bitmapscan": "off",
 		"plan_cache_mode":   "force_generic_plan",

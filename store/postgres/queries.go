@@ -6,14 +6,14 @@ type queries struct {
 	ensureServices, ensureHeads string
 	lockHeads, appendItems      string
 	claim, release              string
-	lockForClaim, formLease     string
-	lockLease, shareLease       string
+	lockLease, formLease        string
+	shareLease                  string
 	page, formTxn               string
 	lockTxnShared, complete     string
 	lockAllShared, purge        string
 	txns, backlogs              string
 	pendingServices             string
-	notify, serviceUp           string
+	serviceUp                   string
 	serviceUpNotify             string
 	heads                       string
 	outboxInsert, outboxTake    string
@@ -135,14 +135,13 @@ SELECT count(*) FROM (SELECT pg_notify($3, $4) FROM r) n`),
 
 		// The lock modes of the lease row let the owner's Complete (FOR
 		// KEY SHARE) run beside its next NextTxn (FOR NO KEY UPDATE, as
-		// it updates the row), while a Claim (lockForClaim, FOR UPDATE)
-		// and a Purge conflict with both: a grant to another owner waits
+		// it updates the row), while a Claim and a Purge (lockLease, FOR
+		// UPDATE) conflict with both: a grant to another owner waits
 		// for the owner's calls under way, and they see it once it has
 		// committed.
-		lockForClaim: x(`SELECT 1 FROM {s}.services WHERE service = $1 FOR UPDATE`),
-		lockLease:    x(`SELECT lease_epoch, bound_seq FROM {s}.services WHERE service = $1 FOR UPDATE`),
-		formLease:    x(`SELECT lease_epoch FROM {s}.services WHERE service = $1 FOR NO KEY UPDATE`),
-		shareLease:   x(`SELECT lease_epoch FROM {s}.services WHERE service = $1 FOR KEY SHARE`),
+		lockLease:  x(`SELECT lease_epoch FROM {s}.services WHERE service = $1 FOR UPDATE`),
+		formLease:  x(`SELECT lease_epoch FROM {s}.services WHERE service = $1 FOR NO KEY UPDATE`),
+		shareLease: x(`SELECT lease_epoch FROM {s}.services WHERE service = $1 FOR KEY SHARE`),
 
 		// page reads queued items of service $1 in Seq order, after $3 or,
 		// when $3 is NULL, after the bound ones of the epoch $2.
@@ -230,7 +229,6 @@ WHERE t.n > 0 OR h.appended > s.taken`),
 		pendingServices: x(`SELECT s.service FROM {s}.services s JOIN {s}.heads h ON h.service = s.service
 WHERE h.appended > s.taken`),
 
-		notify: `SELECT pg_notify($1, $2)`,
 		// serviceUp counts the call for polling stores, serviceUpNotify
 		// tells the listening ones. Nothing depends on the signal
 		// surviving a crash, so their commit does not wait for the disk.

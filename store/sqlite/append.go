@@ -84,7 +84,7 @@ func (s *Store) planAppend(entries []store.Entry) (*appendPlan, error) {
 					continue
 				}
 				mine[svc] = struct{}{}
-			} else if contains(takers, svc) {
+			} else if slices.Contains(takers, svc) {
 				continue
 			}
 			takers = append(takers, svc)
@@ -104,23 +104,13 @@ func (s *Store) planAppend(entries []store.Entry) (*appendPlan, error) {
 	return plan, nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // Append implements store.Store. The call's items become a row of the
 // batches table (or a few, for a large call), and each service that takes
 // some of a batch gets one queue row that lists which: a few rows whatever
-// the number of items. Entries
-// whose kind and key a service has pending are found in memory (see
-// pendingKeys), without an index of keys in the file. Under
-// Options.MaxSize, a call that would fill more than the cap allows for
-// queued items fails with ErrFull and stores nothing.
+// the number of items. Entries whose kind and key a service has pending
+// are found in memory (see pendingKeys), without an index of keys in the
+// file. Under Options.MaxSize, a call that would fill more than the cap
+// allows for queued items fails with ErrFull and stores nothing.
 func (s *Store) Append(ctx context.Context, entries []store.Entry) error {
 	return s.AppendOrdered(ctx, entries, nil)
 }
@@ -207,10 +197,12 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 		return err
 	}
 	now := s.now().UnixNano()
+	insertBatch, insertQueue := tx.StmtContext(ctx, s.st.insertBatch), tx.StmtContext(ctx, s.st.insertQueue)
 	for _, b := range batches {
-		if err := s.insertBatch(ctx, tx, first, b, services, picks, now); err != nil {
+		if err := writeBatch(ctx, insertBatch, insertQueue, first, b, services, picks, now); err != nil {
 			return err
 		}
+		mem.batches.add(first+int64(b.to)-1, &cachedBatch{b.to - b.from, b.keys, b.data})
 	}
 	for _, svc := range services {
 		if _, err := tx.StmtContext(ctx, s.st.addQueued).ExecContext(ctx, svc, len(picks[svc])); err != nil {
@@ -224,10 +216,12 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 	return nil
 }
 
-// insertBatch stores batch b of a call whose first item gets seq first,
-// and a queue row for each of services that takes some of it: picks are
-// their indexes into the call's items, ascending.
-func (s *Store) insertBatch(ctx context.Context, tx *sql.Tx, first int64, b encodedBatch, services []string, picks map[string][]int, now int64) error {
+// writeBatch stores batch b of a call whose first item gets seq first
+// with the statements of insertBatchSQL and insertQueueSQL (prepared in
+// tx), and a queue row for each of services that takes some of it: picks
+// are their indexes into the call's items, ascending. Append and the
+// conversion from the per-item schemas both store batches through it.
+func writeBatch(ctx context.Context, insertBatch, insertQueue *sql.Stmt, first int64, b encodedBatch, services []string, picks map[string][]int, created int64) error {
 	n, last := b.to-b.from, first+int64(b.to)-1
 	type row struct {
 		service string
@@ -247,15 +241,12 @@ func (s *Store) insertBatch(ctx context.Context, tx *sql.Tx, first int64, b enco
 		}
 		rows = append(rows, row{svc, idx})
 	}
-	if _, err := tx.StmtContext(ctx, s.st.insertBatch).
-		ExecContext(ctx, last, n, len(rows), now, b.keys, b.data); err != nil {
+	if _, err := insertBatch.ExecContext(ctx, last, n, len(rows), created, b.keys, b.data); err != nil {
 		return fmt.Errorf("storing items: %w", err)
 	}
-	s.w.mem.batches.add(last, &cachedBatch{n, b.keys, b.data})
 	for _, r := range rows {
 		lastTaken := last - int64(n-1-r.idx[len(r.idx)-1])
-		if _, err := tx.StmtContext(ctx, s.st.insertQueue).
-			ExecContext(ctx, r.service, lastTaken, last, encodePicks(r.idx, n)); err != nil {
+		if _, err := insertQueue.ExecContext(ctx, r.service, lastTaken, last, encodePicks(r.idx, n)); err != nil {
 			return fmt.Errorf("queueing items for %q: %w", r.service, err)
 		}
 	}

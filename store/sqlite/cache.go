@@ -1,9 +1,9 @@
 package sqlite
 
 // recentBatches keeps the columns of the batches the writer stored last,
-// up to recentBatchesBytes, and of the one it read last, so that NextTxn takes the items Append
-// has just stored without reading them back: under load a transaction is
-// formed from items that arrived during the last PUT. A batch's columns
+// up to recentBatchesBytes, and of the one it read last, so that NextTxn
+// takes the items Append has just stored without reading them back: under
+// load a transaction is formed from items that arrived during the last PUT. A batch's columns
 // never change once stored and its seq is never given to another, so a
 // copy is exact for as long as the batch exists; it goes when the batch is
 // deleted, when newer ones push it out, and with the rest of the writer's
@@ -41,7 +41,8 @@ func (c *recentBatches) readBack(seq int64, b *cachedBatch) {
 	c.read, c.readSeq = b, seq
 }
 
-// add keeps b as batch seq, and drops the oldest batches beyond the bound.
+// add keeps b as batch seq, just stored (seqs come in increasing order),
+// and drops the oldest batches beyond the bound.
 func (c *recentBatches) add(seq int64, b *cachedBatch) {
 	size := len(b.keys) + len(b.data)
 	if size > recentBatchesBytes/4 {
@@ -49,9 +50,6 @@ func (c *recentBatches) add(seq int64, b *cachedBatch) {
 	}
 	if c.m == nil {
 		c.m = make(map[int64]*cachedBatch)
-	}
-	if _, ok := c.m[seq]; ok {
-		return
 	}
 	c.m[seq] = b
 	c.order = append(c.order, seq)

@@ -9,26 +9,13 @@ import (
 )
 
 // fromItems converts a file of schema version 1, 2 or 3, which kept a row
-// per item, into batches: runs of consecutive seqs appended at the same time (by one
-// call), up to migrateBatchItems items or migrateBatchBytes bytes of data
-// each, keeping every seq, so that the stored transactions' ranges and the
-// services' bound marks stay valid.
-const (
-	migrateBatchItems = 512
-	migrateBatchBytes = 1 << 20
-)
-
-// fromItems is the conversion; see above. The items and queue tables of
-// versions 1 to 3 differ only in columns it does not read.
+// per item, into batches. Runs of consecutive seqs appended at the same
+// time (by one call) are cut as Append cuts a call (cutBatches), keeping
+// every seq, so that the stored transactions' ranges and the services'
+// bound marks stay valid. The items and queue tables of versions 1 to 3
+// differ only in columns it does not read.
 func fromItems(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, schemaBatches+`
-CREATE TABLE queue_v4 (
-	service TEXT    NOT NULL,
-	last    INTEGER NOT NULL,
-	batch   INTEGER NOT NULL,
-	picks   BLOB,
-	PRIMARY KEY (service, last)
-) WITHOUT ROWID;`); err != nil {
+	if _, err := tx.ExecContext(ctx, `ALTER TABLE queue RENAME TO queue_v3;`+schemaBatches); err != nil {
 		return err
 	}
 	// The seqs already used: a new item must get a higher one, even when
@@ -39,57 +26,40 @@ CREATE TABLE queue_v4 (
 		coalesce((SELECT max(bound_seq) FROM services), 0))`).Scan(&used); err != nil {
 		return err
 	}
+	c, err := newConverter(ctx, tx)
+	if err != nil {
+		return err
+	}
+	defer c.close()
 	rows, err := tx.QueryContext(ctx, `SELECT i.seq, i.kind, i.key, i.data, i.created, q.service
-		FROM items AS i JOIN queue AS q ON q.seq = i.seq ORDER BY i.seq, q.service`)
+		FROM items AS i JOIN queue_v3 AS q ON q.seq = i.seq ORDER BY i.seq, q.service`)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	var b migrateBatch
 	for rows.Next() {
-		var seq, created int64
-		var kind int64
+		var seq, created, kind int64
 		var key, svc string
 		var data []byte
 		if err := rows.Scan(&seq, &kind, &key, &data, &created, &svc); err != nil {
 			return err
 		}
-		if seq != b.last || len(b.items) == 0 {
-			if len(b.items) > 0 && (seq != b.last+1 || created != b.created || len(b.items) == migrateBatchItems || b.size+len(data) > migrateBatchBytes) {
-				if err := b.store(ctx, tx); err != nil {
-					return err
-				}
-				b = migrateBatch{}
-			}
-			if len(b.items) == 0 {
-				b.created = created
-			}
-			b.items = append(b.items, &store.Entry{Item: store.Item{Kind: store.Kind(kind), Key: key, Data: data}})
-			b.last, b.size = seq, b.size+len(data)
-		}
-		if b.picks == nil {
-			b.picks = make(map[string][]int)
-		}
-		b.picks[svc] = append(b.picks[svc], len(b.items)-1)
-		if len(b.picks[svc]) == 1 {
-			b.services = append(b.services, svc)
+		if err := c.take(ctx, seq, created, store.Item{Kind: store.Kind(kind), Key: key, Data: data}, svc); err != nil {
+			return err
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	if len(b.items) > 0 {
-		if err := b.store(ctx, tx); err != nil {
-			return err
-		}
+	if err := c.flush(ctx); err != nil {
+		return err
 	}
 	_, err = tx.ExecContext(ctx, `
 DELETE FROM sqlite_sequence WHERE name IN ('items', 'batches');
 INSERT INTO sqlite_sequence (name, seq) VALUES ('batches', ?);
 DROP TABLE IF EXISTS pending;
-DROP TABLE queue;
+DROP TABLE queue_v3;
 DROP TABLE items;
-ALTER TABLE queue_v4 RENAME TO queue;
 `, used)
 	if err != nil {
 		return err
@@ -105,30 +75,68 @@ ALTER TABLE queue_v4 RENAME TO queue;
 	return err
 }
 
-// migrateBatch is a batch being gathered from the rows of version 3.
-type migrateBatch struct {
+// converter gathers the items of one earlier call, in seq order, and
+// stores them as Append would have (writeBatch).
+type converter struct {
+	insertBatch, insertQueue *sql.Stmt
+
 	items    []*store.Entry
-	last     int64 // seq of the last item
-	size     int   // bytes of data
-	created  int64 // of the first item: the batch's oldest
+	first    int64 // seq of the first item
+	created  int64 // when the call was made
 	services []string
-	picks    map[string][]int
+	picks    map[string][]int // per service, indexes into items
 }
 
-func (b *migrateBatch) store(ctx context.Context, tx *sql.Tx) error {
-	keys, data := encodeBatch(b.items)
-	n := len(b.items)
-	if _, err := tx.ExecContext(ctx, `INSERT INTO batches (seq, n, refs, created, keys, data) VALUES (?, ?, ?, ?, ?, ?)`,
-		b.last, n, len(b.services), b.created, keys, data); err != nil {
-		return fmt.Errorf("storing batch %d: %w", b.last, err)
+func newConverter(ctx context.Context, tx *sql.Tx) (*converter, error) {
+	c := &converter{picks: make(map[string][]int)}
+	var err error
+	if c.insertBatch, err = tx.PrepareContext(ctx, insertBatchSQL); err != nil {
+		return nil, err
 	}
-	for _, svc := range b.services {
-		idx := b.picks[svc]
-		last := b.last - int64(n-1-idx[len(idx)-1])
-		if _, err := tx.ExecContext(ctx, `INSERT INTO queue_v4 (service, last, batch, picks) VALUES (?, ?, ?, ?)`,
-			svc, last, b.last, encodePicks(idx, n)); err != nil {
-			return fmt.Errorf("queueing batch %d: %w", b.last, err)
+	if c.insertQueue, err = tx.PrepareContext(ctx, insertQueueSQL); err != nil {
+		_ = c.insertBatch.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *converter) close() {
+	_ = c.insertBatch.Close()
+	_ = c.insertQueue.Close()
+}
+
+// take adds the row of the item at seq, appended at created, queued for
+// svc; the rows come in order of seq. An item that does not follow the
+// last one, or comes from another call, first stores those gathered.
+func (c *converter) take(ctx context.Context, seq, created int64, it store.Item, svc string) error {
+	next := c.first + int64(len(c.items))
+	if len(c.items) > 0 && seq != next-1 && (seq != next || created != c.created) {
+		if err := c.flush(ctx); err != nil {
+			return err
 		}
 	}
+	if len(c.items) == 0 {
+		c.first, c.created = seq, created
+	}
+	if seq != c.first+int64(len(c.items))-1 {
+		c.items = append(c.items, &store.Entry{Item: it})
+	}
+	idx := len(c.items) - 1
+	if len(c.picks[svc]) == 0 {
+		c.services = append(c.services, svc)
+	}
+	c.picks[svc] = append(c.picks[svc], idx)
+	return nil
+}
+
+// flush stores the items gathered, cut into batches.
+func (c *converter) flush(ctx context.Context) error {
+	for _, b := range encodeBatches(c.items) {
+		if err := writeBatch(ctx, c.insertBatch, c.insertQueue, c.first, b, c.services, c.picks, c.created); err != nil {
+			return fmt.Errorf("converting the items from seq %d: %w", c.first, err)
+		}
+	}
+	c.items, c.services = c.items[:0], c.services[:0]
+	clear(c.picks)
 	return nil
 }

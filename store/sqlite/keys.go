@@ -10,10 +10,10 @@ import (
 )
 
 // memory is what the writer keeps of the file: the next seq, the keys
-// pending per service and the batches stored last. It is built from the file at Open, changed by each
-// call once its writes have succeeded, and built again from the file after
-// SQLite undid calls that had changed it (see Store.commit): it is exact
-// or absent, never patched back.
+// pending per service and the batches stored last. It is built from the
+// file at Open, changed by each call once its writes have succeeded, and
+// built again from the file after SQLite undid calls that had changed it
+// (see Store.commit): it is exact or absent, never patched back.
 type memory struct {
 	nextSeq int64
 	keys    pendingKeys
@@ -45,12 +45,19 @@ func (p *pendingKeys) formed(service string, id int64, items []store.Item, seed 
 			refs = append(refs, keyRef{it.Seq, keySum(seed, it.Kind, it.Key)})
 		}
 	}
+	if refs != nil {
+		p.inTxn(service, id, refs...)
+	}
+}
+
+// inTxn records refs as keyed items of transaction id of service.
+func (p *pendingKeys) inTxn(service string, id int64, refs ...keyRef) {
 	m := p.txns[service]
 	if m == nil {
 		m = make(map[int64][]keyRef)
 		p.txns[service] = m
 	}
-	m[id] = refs
+	m[id] = append(m[id], refs...)
 }
 
 // txnKeys returns the keyed items of stored transaction id of service.
@@ -167,7 +174,6 @@ func loadMemory(ctx context.Context, q querier, seed maphash.Seed) (*memory, err
 			return nil, err
 		}
 		stored[svc] = append(stored[svc], r)
-		m.keys.formed(svc, r.id, nil, seed) // known, if without keys
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -206,7 +212,7 @@ func loadMemory(ctx context.Context, q querier, seed maphash.Seed) (*memory, err
 			return nil, fmt.Errorf("reading pending keys: %w", err)
 		}
 		floor, txns := floors[svc], stored[svc]
-		err := eachItem(batch, n, picks, keys, func(seq int64, kind store.Kind, key []byte, _, _ int) bool {
+		err := eachItem(batch, n, picks, keys, nil, func(seq int64, kind store.Kind, key, _ []byte) bool {
 			if len(key) == 0 || seq <= floor {
 				return true
 			}
@@ -216,7 +222,7 @@ func loadMemory(ctx context.Context, q querier, seed maphash.Seed) (*memory, err
 				txns = txns[1:]
 			}
 			if len(txns) > 0 && txns[0].first <= seq {
-				m.keys.txns[svc][txns[0].id] = append(m.keys.txns[svc][txns[0].id], keyRef{seq, sum})
+				m.keys.inTxn(svc, txns[0].id, keyRef{seq, sum})
 			}
 			return true
 		})

@@ -105,17 +105,19 @@ func walkKeys(keys []byte, n int, fn func(i int, kind store.Kind, key []byte, fr
 	return nil
 }
 
-// eachItem calls fn with the seq, kind and key of each item that picks
-// lists (nil: all) of a batch whose last seq is last, and where its data
-// lies in the data column, in order, until fn returns false. key is only
-// valid during the call.
-func eachItem(last int64, n int, picks, keys []byte, fn func(seq int64, kind store.Kind, key []byte, from, to int) bool) error {
+// eachItem calls fn with the seq, kind, key and data of each item that
+// picks lists (nil: all) of a batch whose last seq is last, in order,
+// until fn returns false. With data nil (the column not read), fn gets nil
+// data; else an item whose data lies past the column is an error. key is
+// only valid during the call.
+func eachItem(last int64, n int, picks, keys, data []byte, fn func(seq int64, kind store.Kind, key, data []byte) bool) error {
 	want, err := decodePicks(picks, n)
 	if err != nil {
 		return err
 	}
 	first, j := last-int64(n)+1, 0
-	return walkKeys(keys, n, func(i int, kind store.Kind, key []byte, from, to int) bool {
+	var bad error
+	err = walkKeys(keys, n, func(i int, kind store.Kind, key []byte, from, to int) bool {
 		if want != nil {
 			if j == len(want) {
 				return false
@@ -125,8 +127,20 @@ func eachItem(last int64, n int, picks, keys []byte, fn func(seq int64, kind sto
 			}
 			j++
 		}
-		return fn(first+int64(i), kind, key, from, to)
+		var d []byte
+		if data != nil {
+			if to > len(data) {
+				bad = fmt.Errorf("%w: data of item %d", errCorrupt, i)
+				return false
+			}
+			d = data[from:to:to]
+		}
+		return fn(first+int64(i), kind, key, d)
 	})
+	if err == nil {
+		err = bad
+	}
+	return err
 }
 
 // decodeBatch returns the items that picks lists (nil: all) of a batch
@@ -137,18 +151,10 @@ func decodeBatch(last int64, n int, picks, keys, data []byte) ([]store.Item, err
 		size = min(n, len(picks))
 	}
 	items := make([]store.Item, 0, size)
-	var bad error
-	err := eachItem(last, n, picks, keys, func(seq int64, kind store.Kind, key []byte, from, to int) bool {
-		if to > len(data) {
-			bad = fmt.Errorf("%w: data of item %d", errCorrupt, seq)
-			return false
-		}
-		items = append(items, store.Item{Seq: seq, Kind: kind, Key: string(key), Data: data[from:to:to]})
+	err := eachItem(last, n, picks, keys, data, func(seq int64, kind store.Kind, key, data []byte) bool {
+		items = append(items, store.Item{Seq: seq, Kind: kind, Key: string(key), Data: data})
 		return true
 	})
-	if err == nil {
-		err = bad
-	}
 	return items, err
 }
 

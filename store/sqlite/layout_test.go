@@ -71,7 +71,7 @@ func FuzzDecodeBatch(f *testing.F) {
 		for _, it := range items {
 			require.LessOrEqual(t, len(it.Data), len(data))
 		}
-		err = eachItem(1<<20, n, picks, keys, func(int64, store.Kind, []byte, int, int) bool { return true })
+		err = eachItem(1<<20, n, picks, keys, data, func(int64, store.Kind, []byte, []byte) bool { return true })
 		require.NoError(t, err, "eachItem agrees with decodeBatch")
 	})
 }

@@ -31,14 +31,6 @@ const schemaVersion = 4
 // ID, the lease and the highest epoch ever granted, and a count of queued
 // items so that Backlogs does not count them.
 const schema = schemaBatches + `
-CREATE TABLE queue (
-	service TEXT    NOT NULL,
-	last    INTEGER NOT NULL, -- the highest seq of the batch the service takes
-	batch   INTEGER NOT NULL,
-	picks   BLOB,             -- the items of the batch it takes; NULL: all
-	PRIMARY KEY (service, last)
-) WITHOUT ROWID;
-
 CREATE TABLE txns (
 	service   TEXT    NOT NULL,
 	id        INTEGER NOT NULL,
@@ -62,7 +54,8 @@ CREATE TABLE services (
 ) WITHOUT ROWID;
 `
 
-// schemaBatches creates the batches table.
+// schemaBatches creates the tables of the items: batches and queue, which
+// the conversion from the per-item schemas creates too.
 const schemaBatches = `
 CREATE TABLE batches (
 	seq     INTEGER PRIMARY KEY AUTOINCREMENT, -- the seq of its last item
@@ -72,6 +65,14 @@ CREATE TABLE batches (
 	keys    BLOB    NOT NULL,
 	data    BLOB    NOT NULL
 );
+
+CREATE TABLE queue (
+	service TEXT    NOT NULL,
+	last    INTEGER NOT NULL, -- the highest seq of the batch the service takes
+	batch   INTEGER NOT NULL,
+	picks   BLOB,             -- the items of the batch it takes; NULL: all
+	PRIMARY KEY (service, last)
+) WITHOUT ROWID;
 `
 
 // migrate brings the schema of db up to schemaVersion, in one transaction

@@ -449,6 +449,25 @@ func TestAppendLargerThanMaxSizeFailsWithErrFull(t *testing.T) {
 	require.Equal(t, 1, count(t, s, "queue"))
 	require.NoError(t, s.Append(t.Context(), append(entries[:10], entry("$small", "x", "c"))), "the store works after the failed call")
 	require.Equal(t, 11, count(t, s, "items"), "$small is still pending for c")
+
+	// What the writer keeps of the file went with the rollback, calls that
+	// ran in the undone transaction included: it matches the file.
+	fresh, err := loadMemory(t.Context(), s.db, s.keySeed)
+	require.NoError(t, err)
+	require.Equal(t, fresh.nextSeq, s.w.mem.nextSeq, "the undone calls' seqs are given again")
+	require.Equal(t, len(fresh.keys.svcs), len(s.w.mem.keys.svcs))
+	for svc, keys := range fresh.keys.svcs {
+		require.Equal(t, keys.n, s.w.mem.keys.svcs[svc].n, "pending keys of %s", svc)
+	}
+	e, err := s.Claim(t.Context(), "a", "o", time.Hour)
+	require.NoError(t, err)
+	txn, err := s.NextTxn(t.Context(), "a", e, 1, lots)
+	require.NoError(t, err)
+	require.Len(t, txn.Items, 10)
+	for i, it := range txn.Items {
+		require.Equal(t, entries[i].Key, it.Key)
+		require.Equal(t, entries[i].Data, it.Data)
+	}
 }
 
 // TestReopenWithLargerMaxSizeAcceptsMore is the operator's way out of a

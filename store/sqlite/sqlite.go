@@ -460,8 +460,9 @@ func (s *Store) open(opts Options) error {
 		return fmt.Errorf("giving free pages back to the file system: %w", err)
 	}
 	if opts.MaxSize > 0 {
-		// Again: SQLite keeps the cap at least at the size the file had
-		// when it was set, and a migration may briefly have doubled it.
+		// The cap comes back once the free pages are given back: SQLite
+		// keeps it at least at the size the file has when it is set, and
+		// a migration may briefly have doubled that.
 		if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", opts.MaxSize/s.pageSize)); err != nil {
 			return err
 		}
@@ -496,15 +497,8 @@ func (s *Store) migrate(ctx context.Context, opts Options) error {
 	if err := migrate(ctx, s.db); err != nil {
 		return err
 	}
-	if _, err := s.db.ExecContext(ctx, "PRAGMA temp_store = MEMORY"); err != nil {
-		return err
-	}
-	if opts.MaxSize > 0 {
-		if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", opts.MaxSize/s.pageSize)); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := s.db.ExecContext(ctx, "PRAGMA temp_store = MEMORY")
+	return err
 }
 
 // oneConn returns a pool of one connection made by c, kept open.

@@ -55,10 +55,11 @@ type statements struct {
 	pagesInUse    *sql.Stmt
 }
 
-// batchColumns are what Txns reads of a service's queue rows: scanned by
-// scanBatch.
-const batchColumns = `q.batch, q.picks, b.n, b.keys, b.data
-	FROM queue AS q JOIN batches AS b ON b.seq = q.batch`
+// The statements that store a batch (see writeBatch).
+const (
+	insertBatchSQL = `INSERT INTO batches (seq, n, refs, created, keys, data) VALUES (?, ?, ?, ?, ?, ?)`
+	insertQueueSQL = `INSERT INTO queue (service, last, batch, picks) VALUES (?, ?, ?, ?)`
+)
 
 // floorOf is the highest seq up to which service ?1 is done: below its
 // oldest stored transaction, or else all it has bound.
@@ -86,8 +87,8 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 	p := func(query string) *sql.Stmt { return on(db, query) }
 	r := func(query string) *sql.Stmt { return on(rdb, query) }
 
-	st.insertBatch = p(`INSERT INTO batches (seq, n, refs, created, keys, data) VALUES (?, ?, ?, ?, ?, ?)`)
-	st.insertQueue = p(`INSERT INTO queue (service, last, batch, picks) VALUES (?, ?, ?, ?)`)
+	st.insertBatch = p(insertBatchSQL)
+	st.insertQueue = p(insertQueueSQL)
 	st.addQueued = p(`INSERT INTO services (service, queued) VALUES (?, ?)
 		ON CONFLICT (service) DO UPDATE SET queued = queued + excluded.queued`)
 	st.batchOf = p(`SELECT seq, n, keys FROM batches WHERE seq >= ? ORDER BY seq LIMIT 1`)
@@ -108,7 +109,9 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 
 	st.listTxns = r(`SELECT id, format, hash, created, first_seq, last_seq
 		FROM txns WHERE service = ? ORDER BY id LIMIT ?`)
-	st.rangeBatches = r(`SELECT ` + batchColumns + ` WHERE q.service = ? AND q.last >= ? ORDER BY q.last`)
+	st.rangeBatches = r(`SELECT q.batch, q.picks, b.n, b.keys, b.data
+		FROM queue AS q JOIN batches AS b ON b.seq = q.batch
+		WHERE q.service = ? AND q.last >= ? ORDER BY q.last`)
 
 	st.deleteTxn = p(`DELETE FROM txns WHERE service = ? AND id = ? RETURNING id`)
 	st.deleteQueue = p(`DELETE FROM queue WHERE service = ?1 AND last <= ` + floorOf + ` RETURNING batch`)

@@ -10,7 +10,7 @@ import (
 	"github.com/asdeliver/scheduler/store"
 )
 
-// scanBatch reads a row of batchColumns and returns the items it holds for
+// scanBatch reads a row of rangeBatches and returns the items it holds for
 // the row's service.
 func scanBatch(rows *sql.Rows) ([]store.Item, error) {
 	var last int64
@@ -112,27 +112,19 @@ func (s *Store) takeQueued(ctx context.Context, tx *sql.Tx, service string, boun
 				return nil, err
 			}
 			full := false
-			var bad error
-			err = eachItem(r.batch, b.n, r.picks, b.keys, func(seq int64, kind store.Kind, key []byte, from, to int) bool {
+			err = eachItem(r.batch, b.n, r.picks, b.keys, b.data, func(seq int64, kind store.Kind, key, data []byte) bool {
 				if seq <= bound {
 					return true
 				}
-				if to > len(b.data) {
-					bad = fmt.Errorf("%w: data of item %d", errCorrupt, seq)
-					return false
-				}
-				if full = !f.Take(kind, to-from); full {
+				if full = !f.Take(kind, len(data)); full {
 					return false
 				}
 				if items == nil {
 					items = make([]store.Item, 0, min(b.n, lim.MaxItems))
 				}
-				items = append(items, store.Item{Seq: seq, Kind: kind, Key: string(key), Data: b.data[from:to:to]})
+				items = append(items, store.Item{Seq: seq, Kind: kind, Key: string(key), Data: data})
 				return true
 			})
-			if err == nil {
-				err = bad
-			}
 			if err != nil {
 				return nil, fmt.Errorf("reading queued items of batch %d: %w", r.batch, err)
 			}
@@ -269,8 +261,9 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 
 // Complete implements store.Store. It deletes the transaction, then the
 // service's queue rows that hold nothing it has pending any more (up to
-// its oldest stored transaction), and the batches no service holds. The pages it frees are given back to the file
-// system later, by the writer between batches; see the package doc.
+// its oldest stored transaction), and the batches no service holds. The
+// pages it frees are given back to the file system later, by the writer
+// between batches; see the package doc.
 func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
 	const op = "error completing transaction"
 	release, err := s.enterService(ctx, op, service)

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -110,24 +111,17 @@ type refusal struct{ err error }
 func (r *refusal) Error() string { return r.err.Error() }
 func (r *refusal) Unwrap() error { return r.err }
 
-// refuse marks err as the error of a call that wrote nothing.
+// refuse marks err as the error of a call that wrote nothing. The caller
+// learns err as it is: a refusal reads and matches as err does.
 func refuse(err error) error { return &refusal{err} }
-
-// outcome is what a call's caller learns of err: a refusal's own error.
-func outcome(err error) error {
-	if r, ok := err.(*refusal); ok {
-		return r.err
-	}
-	return err
-}
 
 // write hands work to the writer goroutine and waits for its outcome: it
 // runs in a SQLite transaction that may hold other calls' work too, and
 // its outcome is reported only after that transaction committed. work
 // either refuses (refuse) before it writes anything or fails the
-// transaction: see commit. When ctx ends before the writer has taken it, write returns
-// ctx.Err() and work never runs; once taken, the call reports its real
-// outcome. The caller holds the store open (enter).
+// transaction: see commit. When ctx ends before the writer has taken it,
+// write returns ctx.Err() and work never runs; once taken, the call
+// reports its real outcome. The caller holds the store open (enter).
 func (s *Store) write(ctx context.Context, frees bool, work func(ctx context.Context, tx *sql.Tx) error) error {
 	return s.enqueue(ctx, &request{ctx: ctx, work: work, frees: frees}, nil)
 }
@@ -328,14 +322,15 @@ func (s *Store) commit(batch []*request) {
 			begun = time.Now()
 		}
 		err := r.work(ctx, tx)
-		if _, refused := err.(*refusal); err != nil && !refused {
+		var refused *refusal
+		if err != nil && !errors.As(err, &refused) {
 			_ = tx.Rollback()
 			s.w.mem = nil
 			r.done <- fullErr(err)
 			s.w.retry = append(append(held[:len(held):len(held)], batch[i+1:]...), s.w.retry...)
 			return
 		}
-		held, errs = append(held, r), append(errs, fullErr(outcome(err)))
+		held, errs = append(held, r), append(errs, fullErr(err))
 		freed = freed || (err == nil && r.frees)
 		if r.alone {
 			s.w.retry = append(batch[i+1:len(batch):len(batch)], s.w.retry...)
