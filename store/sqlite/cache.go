@@ -3,14 +3,14 @@ package sqlite
 // recentBatches keeps the columns of the batches the writer stored last,
 // up to recentBatchesBytes, and of the one it read last, so that NextTxn
 // takes the items Append has just stored without reading them back: under
-// load a transaction is formed from items that arrived during the last PUT. A batch's columns
-// never change once stored and its seq is never given to another, so a
-// copy is exact for as long as the batch exists; it goes when the batch is
-// deleted, when newer ones push it out, and with the rest of the writer's
-// memory when SQLite undoes calls (see memory).
+// load a transaction is formed from items that arrived during the last
+// PUT. A batch's columns never change and its seq is never reused, so a
+// copy is exact for as long as the batch exists, and once it is deleted no
+// queue row names it again. Copies go when newer ones push them out, and
+// with the rest of the writer's memory when SQLite undoes calls.
 type recentBatches struct {
 	m     map[int64]*cachedBatch
-	order []int64 // seqs, oldest first; some may be gone from m
+	order []int64 // the seqs of m, oldest first
 	bytes int
 	// read is the last batch read from the file, for the transaction
 	// that takes the rest of it: a backlog read back is not kept beyond.
@@ -53,30 +53,9 @@ func (c *recentBatches) add(seq int64, b *cachedBatch) {
 	}
 	c.m[seq] = b
 	c.order = append(c.order, seq)
-	c.bytes += size
-	for c.bytes > recentBatchesBytes {
-		c.drop(c.order[0])
-		c.order = c.order[1:]
-	}
-	if len(c.order) > 2*len(c.m)+64 {
-		// Most of order is gone already: keep it from growing.
-		kept := c.order[:0]
-		for _, s := range c.order {
-			if _, ok := c.m[s]; ok {
-				kept = append(kept, s)
-			}
-		}
-		c.order = kept
-	}
-}
-
-// drop forgets batch seq, if kept.
-func (c *recentBatches) drop(seq int64) {
-	if c.readSeq == seq {
-		c.read = nil
-	}
-	if b, ok := c.m[seq]; ok {
-		c.bytes -= len(b.keys) + len(b.data)
-		delete(c.m, seq)
+	for c.bytes += size; c.bytes > recentBatchesBytes; c.order = c.order[1:] {
+		old := c.m[c.order[0]]
+		c.bytes -= len(old.keys) + len(old.data)
+		delete(c.m, c.order[0])
 	}
 }

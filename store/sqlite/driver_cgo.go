@@ -15,36 +15,16 @@ import (
 const driverName = "sqlite3"
 
 // newDriver returns a go-sqlite3 driver that prepares every connection of
-// c: the pragmas, and the size cap.
+// c.
 func newDriver(c *connector) driver.Driver {
 	return &sqlite3.SQLiteDriver{ConnectHook: func(conn *sqlite3.SQLiteConn) error {
-		for _, p := range c.pragmas {
-			if _, err := conn.Exec(p, nil); err != nil {
-				return fmt.Errorf("%s: %w", p, err)
-			}
-		}
-		if c.maxSize > 0 {
-			pageSize, err := queryInt(conn, "PRAGMA page_size")
-			if err != nil {
-				return fmt.Errorf("PRAGMA page_size: %w", err)
-			}
-			p := c.maxPageCount(pageSize)
+		for _, p := range c.setup() {
 			if _, err := conn.Exec(p, nil); err != nil {
 				return fmt.Errorf("%s: %w", p, err)
 			}
 		}
 		return nil
 	}}
-}
-
-// queryInt returns the integer in the first column of the first row of
-// query on a raw connection.
-func queryInt(conn *sqlite3.SQLiteConn, query string) (int64, error) {
-	rows, err := conn.Query(query, nil)
-	if err != nil {
-		return 0, err
-	}
-	return firstInt(rows, query)
 }
 
 // isFull reports whether SQLite failed with SQLITE_FULL: the database

@@ -117,3 +117,43 @@ func drainKeys(t *testing.T, s *Store, service string, epoch store.Epoch, after 
 		require.NoError(t, s.Complete(t.Context(), service, epoch, txn.ID))
 	}
 }
+
+// TestVersion4FileCountsReferencesOnceMigrated makes a version 4 file (the
+// schema of today without its trigger) holding items shared by two
+// services, one of them in a stored transaction, and checks that after the
+// migration the shared batch goes with its last service and not before.
+func TestVersion4FileCountsReferencesOnceMigrated(t *testing.T) {
+	path := dbPath(t)
+	s, err := Open(path)
+	require.NoError(t, err)
+	ctx := t.Context()
+	require.NoError(t, s.Append(ctx, []store.Entry{entry("$1", "one", "a", "b"), entry("$2", "two", "a")}))
+	ea, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	txn, err := s.NextTxn(ctx, "a", ea, 1, lots)
+	require.NoError(t, err)
+	_, err = s.db.Exec("DROP TRIGGER unref; PRAGMA user_version = 4")
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+
+	s = openStore(t, path, Options{})
+	require.Equal(t, schemaVersion, pragma[int](t, s, "user_version"))
+	ea, err = s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	txns, err := s.Txns(ctx, "a", 0)
+	require.NoError(t, err)
+	require.Len(t, txns, 1)
+	require.Equal(t, txn.ID, txns[0].ID)
+	require.NoError(t, s.Complete(ctx, "a", ea, txn.ID))
+	require.Equal(t, 2, count(t, s, "items"), "b still has $1, in the same batch")
+
+	eb, err := s.Claim(ctx, "b", "o", time.Hour)
+	require.NoError(t, err)
+	txn, err = s.NextTxn(ctx, "b", eb, 1, lots)
+	require.NoError(t, err)
+	require.Len(t, txn.Items, 1)
+	require.Equal(t, "$1", txn.Items[0].Key)
+	require.NoError(t, s.Complete(ctx, "b", eb, txn.ID))
+	require.Equal(t, 0, count(t, s, "items"))
+	require.Equal(t, 0, count(t, s, "queue"))
+}

@@ -13,10 +13,11 @@ const applicationID = 0x61736476
 // schemaVersion is the version of the schema this code writes and reads
 // (PRAGMA user_version). Versions 1 to 3 kept a row per item, a row per
 // item and service, and from version 2 a row per pending key; version 4
-// keeps batches (see layout.go). Open converts a file of an earlier
-// version (fromItems). A change to the schema raises the version and adds
-// its step to migrate, and never edits one that has been released.
-const schemaVersion = 4
+// keeps batches (see layout.go); version 5 counts their references with a
+// trigger. Open converts a file of an earlier version. A change to the
+// schema raises the version and adds its step to migrate, and never edits
+// one that has been released.
+const schemaVersion = 5
 
 // schema creates the tables of a new file.
 //
@@ -73,6 +74,14 @@ CREATE TABLE queue (
 	picks   BLOB,             -- the items of the batch it takes; NULL: all
 	PRIMARY KEY (service, last)
 ) WITHOUT ROWID;
+` + schemaUnref
+
+// schemaUnref deletes a batch with the last queue row that names it.
+const schemaUnref = `
+CREATE TRIGGER unref AFTER DELETE ON queue BEGIN
+	UPDATE batches SET refs = refs - 1 WHERE seq = old.batch;
+	DELETE FROM batches WHERE seq = old.batch AND refs = 0;
+END;
 `
 
 // migrate brings the schema of db up to schemaVersion, in one transaction
@@ -114,9 +123,12 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	if version == 0 {
+	switch version {
+	case 0:
 		_, err = tx.ExecContext(ctx, schema)
-	} else {
+	case 4:
+		_, err = tx.ExecContext(ctx, schemaUnref)
+	default:
 		err = fromItems(ctx, tx)
 	}
 	if err == nil {

@@ -1,114 +1,47 @@
 // Package sqlite is the embedded default store of the asdeliver scheduler: a
-// store.Store kept in one SQLite file. With cgo it links SQLite's C library
-// through github.com/mattn/go-sqlite3; built with CGO_ENABLED=0 it uses
-// modernc.org/sqlite, SQLite translated to Go, with the same file format,
-// behaviour and tests (about 0.6 to 0.9 of the cgo speed; see the README).
-// The lock that keeps one scheduler per file is flock on Linux, macOS and
-// the BSDs and LockFileEx on Windows; elsewhere Open fails.
+// store.Store kept in one SQLite file. With cgo it uses SQLite's C library
+// (github.com/mattn/go-sqlite3); built with CGO_ENABLED=0 it uses
+// modernc.org/sqlite, with the same file format, behaviour and tests.
 //
 // Guarantees:
 //
-//   - Durability: every method that changes state does so inside one
-//     SQLite transaction, committed in WAL mode, and returns only once it
-//     has committed and, by default (SynchronousFull), once the log holding
-//     the commit has been synced to disk, so what a method reported as done
-//     survives a crash of the process and, with the default, a power
-//     loss. Either all of a call's changes are stored or none: concurrent
-//     calls may share a transaction (see below); a call that fails before
-//     it writes (a stale epoch, a held lease, a full store) fails alone,
-//     and one whose writes fail (a full disk, an I/O error) undoes the
-//     transaction, whose other calls run again in the next one.
-//   - One owner: Open takes an exclusive, non-blocking lock on a side file
-//     (path + ".lock"). A second Open of the same file, in this process or
-//     another, fails at once with an error matching ErrLocked, so two
-//     schedulers never deliver from one file. The lock is released by Close
-//     or when the process ends.
-//   - Transaction IDs never repeat: they are stored per service and keep
-//     increasing across reopen, also when nothing is pending, and a
-//     service's first ID is the current time in microseconds, so even a
-//     deleted and recreated file does not hand an application service an ID
-//     it has already seen.
-//   - Item bytes are written once, however many services want the item, and
-//     deleted when the last of them completes or purges it.
-//   - The schema is versioned and migrated forward by Open; a file written
-//     by a newer version is refused with ErrSchemaTooNew rather than misread.
-//   - A store whose file (or whole directory) is removed while it is open
-//     stops acknowledging: under SynchronousFull, every call after the sync
-//     that finds the file without a name fails with ErrRemoved, since a
-//     restart would find none of what it wrote.
-//   - A file that belongs to something else (another application_id, a
-//     schema version or tables without asdeliver's application_id, or no
-//     SQLite database at all) is refused before anything is written to it,
-//     and left byte for byte as it was: Open reads its header and opens it
-//     read-only to decide. Only for such a database in WAL mode with a
-//     non-empty -wal file beside it may SQLite create its -shm file while
-//     reading.
-//   - The file stays compact: a backlog that drains gives its space back to
-//     the file system, so repeated outages do not make the file grow. The
-//     database runs with incremental auto-vacuum; once Complete or Purge
-//     calls leave 1 MiB of free pages, the writer gives them back in steps
-//     of up to 4 MiB, each its own SQLite transaction, between the batches
-//     of calls: when no call is waiting, or, under a load that never
-//     pauses, once 8 MiB are free. So no call waits for more than one step,
-//     and the free pages stay bounded. After such a step, and once no
-//     call has come for 50 ms after calls that freed pages, it checks the
-//     files: when the file and its write-ahead log on disk have become
-//     1 MiB larger than the database, it checkpoints the log in TRUNCATE
-//     mode, which shrinks the file and empties the log. Moments after a
-//     backlog drains, the file is back to the size of what is still
-//     pending plus at most about 2 MiB. Open gives back every free page.
-//   - The write-ahead log stays short: a checkpointer goroutine copies it
-//     into the database file every 64 commits, on a connection of its own,
-//     while the writer goes on writing. SQLite's automatic checkpoint
-//     (wal_autocheckpoint, at 32 MiB of log) stays as a backstop, and the
-//     -wal file is cut back to 64 MiB (journal_size_limit) or less after a
-//     checkpoint.
-//   - Checkpoints are not starved by readers: the store holds no read
-//     transaction between calls. Every method reads its rows to the end and
-//     ends its SQLite transaction before it returns, so nothing is held
-//     open while the scheduler PUTs a transaction to an application
-//     service. Only another program reading the file (a sqlite3 shell with
-//     a transaction open, say) can hold one; the store's own checkpoints do
-//     not wait for it.
-//   - Options.MaxSize caps the file: Append then fails with ErrFull rather
-//     than fill the disk, and changes nothing; delivering the backlog frees
-//     room again.
+//   - Durability: a method that changes state returns once its SQLite
+//     transaction has committed in WAL mode and, under SynchronousFull (the
+//     default), once the log holding it is synced, so it survives a power
+//     loss. A call's changes are stored whole or not at all.
+//   - One owner: Open takes an exclusive lock on path + ".lock" (flock, or
+//     LockFileEx on Windows), so a second Open of the file, in any
+//     process, fails at once with ErrLocked.
+//   - Transaction IDs never repeat: they increase per service across
+//     reopen, and a service's first ID is the time in microseconds, so even
+//     a recreated file does not reuse an ID.
+//   - Forward migration: Open converts the schema of an earlier version,
+//     refuses a newer one with ErrSchemaTooNew, and leaves a file that is
+//     not an asdeliver store byte for byte as it was.
+//   - A file removed while open stops acknowledging (ErrRemoved).
+//   - Bounded disk: a drained backlog gives its space back to the file
+//     system (incremental vacuum in steps between the writer's batches,
+//     then a TRUNCATE checkpoint), a checkpointer keeps the log short, and
+//     Options.MaxSize caps the file: Append then fails with ErrFull.
+//   - No read transaction is held between calls, so nothing blocks a
+//     checkpoint while the scheduler PUTs a transaction.
 //
-// A Store is safe for concurrent use. SQLite has one writer at a time, so
-// the Store has one writer goroutine, with a connection of its own, that
-// runs the calls that change state (Append, Claim, Release, NextTxn,
-// Complete, Purge): it takes every call waiting,
-// and the calls that arrive while its transaction is young, up to 256, and
-// runs them in the order they were made, in one SQLite transaction with
-// one commit, then tells each call its outcome.
-// Concurrent callers (the scheduler's committer appending, the services
-// forming and completing transactions) thus share one sync instead of
-// queueing for one each. The sync is not the writer's: SQLite runs with
-// synchronous=NORMAL, and under SynchronousFull a syncer goroutine syncs
-// the log after each commit and only then answers its calls, while the
-// writer already runs the next transaction; one sync covers every commit
-// written before it began. A failed sync fails its calls and every later
-// call, reads included, until the store is reopened. A call whose
-// context ends while it waits for the writer returns the context's error
-// and changes nothing; once the writer has taken it, it reports its real
-// outcome. Txns and Backlogs read on a second connection, which in WAL
-// mode sees the last commit while the writer writes (possibly one whose
-// sync is still under way).
+// A Store is safe for concurrent use. One writer goroutine, with its own
+// connection, runs the calls that change state: it merges the calls
+// waiting, and those that arrive while its transaction is young, into one
+// SQLite transaction and one commit (writer.go), and a syncer goroutine
+// syncs the log and answers them while the writer runs the next
+// (syncer.go). Txns and Backlogs read on a second connection.
 //
-// An Append is stored as a few rows whatever its size: its items as one
-// row of bytes (a few for a large call), and per service that takes some
-// of them one row that says which (see layout.go). A transaction is a
-// range of a service's items, so forming one writes a row and completing
-// it deletes a few. The keys that deduplicate appends are kept in memory,
-// per service, rebuilt from the stored items at Open: about 20 bytes per
-// pending keyed item (a million pending events, 20 MB). The writer also
-// keeps the bytes of the last 8 MiB of items stored, so that NextTxn
-// usually forms a transaction without reading back what Append has just
-// written.
+// An Append is stored as a few rows whatever its size (layout.go), and a
+// transaction is a range of a service's items, so forming one writes a row
+// and completing it deletes a few. The keys that deduplicate appends are
+// kept in memory, about 24 bytes per pending keyed item, rebuilt at Open
+// (keys.go).
 //
-// Append copies the Data it is given, so a caller may reuse its buffers at
-// once; the Data of the items NextTxn returns may be shared with another
-// service's transaction, so callers must not modify it.
+// Append copies the Data it is given; the Data of the items NextTxn
+// returns may be shared with another service's transaction, so callers
+// must not modify it.
 package sqlite
 
 import (
@@ -120,10 +53,10 @@ import (
 	"hash/maphash"
 	"io"
 	"io/fs"
-	"math"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -146,13 +79,11 @@ var ErrSchemaTooNew = errors.New("sqlite: database schema is newer than this ver
 // services are delivered to: each completed transaction frees its items.
 var ErrFull = errors.New("sqlite: database is full")
 
-// ErrRemoved is returned by every call, once the database file or its
-// -wal file has been removed (or the directory holding them) while the
-// store is open: what SQLite writes to them then would be lost at the next
-// restart, so nothing more is acknowledged. Under SynchronousFull (the
-// default) the check follows every sync of the log, so the first call
-// whose commit went into a removed file fails; under SynchronousNormal
-// there is no such sync, and no check. Restore the files and reopen.
+// ErrRemoved is returned by every call once the database file or its -wal
+// file (or their directory) has been removed while the store is open: a
+// restart would not find what is written to them. Under SynchronousFull
+// the check follows every sync of the log; SynchronousNormal has no such
+// sync, and no check. Restore the files and reopen.
 var ErrRemoved = errors.New("sqlite: the database file was removed while the store was open")
 
 // Synchronous says how hard SQLite works to make a commit durable before the
@@ -188,21 +119,8 @@ func (s Synchronous) String() string {
 // DefaultBusyTimeout is the default of Options.BusyTimeout.
 const DefaultBusyTimeout = 5 * time.Second
 
-// journalSizeLimit caps the write-ahead log file left on disk after a
-// checkpoint, so that one burst does not keep a huge file around.
+// journalSizeLimit caps the -wal file left on disk after a checkpoint.
 const journalSizeLimit = 64 << 20
-
-// cacheSizeKiB is SQLite's page cache per connection (PRAGMA cache_size, in
-// KiB when negative): SQLite's default. The store reads few pages at random
-// (batches are read in order, recent ones from the writer's memory), and
-// the operating system caches the file anyway.
-const cacheSizeKiB = 2 << 10
-
-// walAutocheckpointPages is how many pages the write-ahead log holds before
-// SQLite itself copies them into the database file (PRAGMA
-// wal_autocheckpoint): a backstop behind the checkpointer, which does so
-// every checkpointEvery commits. 8192 pages of 4 KiB is 32 MiB.
-const walAutocheckpointPages = 8192
 
 // Options tune OpenWithOptions. The zero value means the defaults, which is
 // what Open uses.
@@ -237,37 +155,23 @@ const MinMaxSize = 1 << 20
 type Store struct {
 	path string
 
-	// mu guards closed: methods hold it for reading while they run, Close
-	// takes it for writing, so Close waits for calls in flight and every
-	// later call sees closed.
+	// mu guards closed: methods hold it for reading while they run, so
+	// Close, which takes it for writing, waits for calls in flight.
 	mu     sync.RWMutex
 	closed bool
 
-	// db is the writer's connection: only the writer goroutine uses it
-	// once Open has returned. rdb is a second connection, for the calls
-	// that only read (Txns, Backlogs): in WAL mode it reads the last
-	// committed state while the writer writes.
-	db   *sql.DB
-	rdb  *sql.DB
+	db   *sql.DB // the writer's connection
+	rdb  *sql.DB // the reader's: Txns and Backlogs
 	lock *os.File
 	st   *statements
 	w    *writer
 	ckpt *checkpointer
-	// sync answers the writer's calls once their commit is on disk, under
-	// SynchronousFull; nil under SynchronousNormal, where the writer
-	// answers at once.
-	sync *syncer
+	sync *syncer // nil under SynchronousNormal: the writer answers at once
 
-	pageSize int64 // bytes per database page
-	// appendMaxPages is how many pages in use Append may leave (MaxSize
-	// less the reserve); 0 when there is no cap.
-	appendMaxPages int64
-
-	// keySeed seeds the sums of pending keys (see pendingKeys).
-	keySeed maphash.Seed
-
-	// now is the clock; tests replace it.
-	now func() time.Time
+	pageSize       int64
+	appendMaxPages int64        // pages in use Append may leave; 0: no cap
+	keySeed        maphash.Seed // seeds the sums of pending keys
+	now            func() time.Time
 }
 
 var (
@@ -403,11 +307,8 @@ func (s *Store) open(opts Options) error {
 	// calls, and statements are prepared once. The reader's transactions
 	// are deferred, so that it never takes the write lock, and it refuses
 	// to write.
-	s.db = oneConn(&connector{
-		dsn:     dsn(s.path, "immediate"),
-		pragmas: pragmas(opts),
-		maxSize: opts.MaxSize,
-	})
+	writer := &connector{dsn: dsn(s.path, "immediate"), pragmas: pragmas(opts)}
+	s.db = oneConn(writer)
 	s.rdb = oneConn(&connector{
 		dsn:     dsn(s.path, "deferred"),
 		pragmas: append(pragmas(opts), "PRAGMA query_only = ON"),
@@ -426,7 +327,7 @@ func (s *Store) open(opts Options) error {
 	if err := s.db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&s.pageSize); err != nil {
 		return fmt.Errorf("reading the page size: %w", err)
 	}
-	if err := s.migrate(ctx, opts); err != nil {
+	if err := s.migrate(ctx); err != nil {
 		return err
 	}
 	// The file lock proves no other process has this file open, so every
@@ -460,12 +361,15 @@ func (s *Store) open(opts Options) error {
 		return fmt.Errorf("giving free pages back to the file system: %w", err)
 	}
 	if opts.MaxSize > 0 {
-		// The cap comes back once the free pages are given back: SQLite
-		// keeps it at least at the size the file has when it is set, and
-		// a migration may briefly have doubled that.
-		if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", opts.MaxSize/s.pageSize)); err != nil {
+		// The cap is set once the free pages are given back: SQLite keeps
+		// it at least at the size the file has when it is set, and a
+		// migration may briefly have doubled that. A reconnection sets it
+		// too.
+		p := fmt.Sprintf("PRAGMA max_page_count = %d", opts.MaxSize/s.pageSize)
+		if _, err := s.db.ExecContext(ctx, p); err != nil {
 			return err
 		}
+		writer.also(p)
 	}
 	if opts.Synchronous == SynchronousFull {
 		// s.path is resolved as SQLite resolves it (realPath), so its log
@@ -479,20 +383,13 @@ func (s *Store) open(opts Options) error {
 	return nil
 }
 
-// migrate migrates the schema on the writer's connection, without the cap
-// of Options.MaxSize and with temporary storage on disk while it runs: a
-// migration may briefly hold two copies of a table (version 2 rebuilds
-// the queue), and builds indexes as large as the backlog. A file an
-// outage filled to its cap must still open.
-func (s *Store) migrate(ctx context.Context, opts Options) error {
+// migrate migrates the schema with temporary storage on disk while it
+// runs: a conversion builds indexes as large as the backlog. It runs
+// before the cap of Options.MaxSize is set, so that a file an outage
+// filled to its cap still opens.
+func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, "PRAGMA temp_store = FILE"); err != nil {
 		return err
-	}
-	if opts.MaxSize > 0 {
-		// SQLite caps the value at its own maximum.
-		if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", math.MaxUint32)); err != nil {
-			return err
-		}
 	}
 	if err := migrate(ctx, s.db); err != nil {
 		return err
@@ -538,8 +435,12 @@ func pragmas(opts Options) []string {
 		// syncs the log after each commit, off the writer's path.
 		"PRAGMA synchronous = NORMAL",
 		fmt.Sprintf("PRAGMA journal_size_limit = %d", journalSizeLimit),
-		fmt.Sprintf("PRAGMA cache_size = %d", -cacheSizeKiB),
-		fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutocheckpointPages),
+		// SQLite's default page cache, 2 MiB: batches are read in order,
+		// recent ones from the writer's memory.
+		"PRAGMA cache_size = -2048",
+		// SQLite's own checkpoint, at 8192 pages of log: a backstop behind
+		// the checkpointer.
+		"PRAGMA wal_autocheckpoint = 8192",
 		// The schema keeps its references by code, not by foreign keys:
 		// checking them would cost a lookup per queued row.
 		"PRAGMA foreign_keys = OFF",
@@ -549,15 +450,14 @@ func pragmas(opts Options) []string {
 	}
 }
 
-// connector opens connections of the SQLite driver (go-sqlite3 with cgo,
-// modernc.org/sqlite without: see newDriver) and runs the pragmas on each,
-// so that a connection database/sql opens again after an error is
-// configured like the first. maxSize, when positive, becomes
-// max_page_count in the file's own page size.
+// connector opens connections of the SQLite driver (see newDriver) and
+// runs the pragmas on each, so that a connection database/sql opens again
+// after an error is configured like the first.
 type connector struct {
-	dsn     string
+	dsn string
+
+	mu      sync.Mutex
 	pragmas []string
-	maxSize int64
 
 	once sync.Once
 	drv  driver.Driver // newDriver(c), made once
@@ -572,29 +472,18 @@ func (c *connector) Driver() driver.Driver {
 	return c.drv
 }
 
-// firstInt returns the integer in the first column of the first row of
-// rows, the answer to query, and closes rows.
-func firstInt(rows driver.Rows, query string) (int64, error) {
-	defer rows.Close()
-	dest := make([]driver.Value, len(rows.Columns()))
-	if err := rows.Next(dest); err != nil {
-		return 0, err
-	}
-	n, ok := dest[0].(int64)
-	if !ok {
-		return 0, fmt.Errorf("%s returned %T, not an integer", query, dest[0])
-	}
-	return n, nil
+// setup returns the statements that configure a new connection, in order.
+func (c *connector) setup() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pragmas
 }
 
-// maxPageCount returns the pragma that caps the file at c.maxSize for a
-// page size, "" without a cap. SQLite keeps a cap below the current size
-// at the current size.
-func (c *connector) maxPageCount(pageSize int64) string {
-	if c.maxSize <= 0 || pageSize <= 0 {
-		return ""
-	}
-	return fmt.Sprintf("PRAGMA max_page_count = %d", c.maxSize/pageSize)
+// also adds p to the statements of every later connection.
+func (c *connector) also(p string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pragmas = append(slices.Clip(c.pragmas), p)
 }
 
 // Close closes the database and releases the lock, after the calls in

@@ -40,8 +40,6 @@ type statements struct {
 	// Complete and Purge.
 	deleteTxn    *sql.Stmt
 	deleteQueue  *sql.Stmt
-	deleteBatch  *sql.Stmt
-	unrefBatch   *sql.Stmt
 	purgeQueue   *sql.Stmt
 	purgeTxns    *sql.Stmt
 	purgeService *sql.Stmt
@@ -114,10 +112,8 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 		WHERE q.service = ? AND q.last >= ? ORDER BY q.last`)
 
 	st.deleteTxn = p(`DELETE FROM txns WHERE service = ? AND id = ? RETURNING id`)
-	st.deleteQueue = p(`DELETE FROM queue WHERE service = ?1 AND last <= ` + floorOf + ` RETURNING batch`)
-	st.deleteBatch = p(`DELETE FROM batches WHERE seq = ? AND refs = 1`)
-	st.unrefBatch = p(`UPDATE batches SET refs = refs - 1 WHERE seq = ?`)
-	st.purgeQueue = p(`DELETE FROM queue WHERE service = ? RETURNING batch`)
+	st.deleteQueue = p(`DELETE FROM queue WHERE service = ?1 AND last <= ` + floorOf)
+	st.purgeQueue = p(`DELETE FROM queue WHERE service = ?`)
 	st.purgeTxns = p(`DELETE FROM txns WHERE service = ?`)
 	st.purgeService = p(`UPDATE services SET queued = 0 WHERE service = ?`)
 

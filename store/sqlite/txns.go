@@ -261,7 +261,8 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 
 // Complete implements store.Store. It deletes the transaction, then the
 // service's queue rows that hold nothing it has pending any more (up to
-// its oldest stored transaction), and the batches no service holds. The
+// its oldest stored transaction), and with them (schemaUnref) the batches
+// no service holds. The
 // pages it frees are given back to the file system later, by the writer
 // between batches; see the package doc.
 func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
@@ -284,53 +285,14 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 			return err
 		}
 		done := s.w.mem.keys.txnKeys(service, id)
-		if err := s.dropQueueRows(ctx, tx, s.st.deleteQueue, service); err != nil {
-			return err
+		if _, err := tx.StmtContext(ctx, s.st.deleteQueue).ExecContext(ctx, service); err != nil {
+			return fmt.Errorf("deleting queue rows: %w", err)
 		}
 		s.w.mem.keys.completed(service, id, done)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s %d of %q: %w", op, id, service, err)
-	}
-	return nil
-}
-
-// dropQueueRows deletes service's queue rows with stmt (args: service,
-// then more), which returns the batch of each, and then each batch no
-// other service holds.
-func (s *Store) dropQueueRows(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, service string, more ...any) error {
-	rows, err := tx.StmtContext(ctx, stmt).QueryContext(ctx, append([]any{service}, more...)...)
-	if err != nil {
-		return fmt.Errorf("deleting queue rows: %w", err)
-	}
-	var batches []int64
-	for rows.Next() {
-		var b int64
-		if err := rows.Scan(&b); err != nil {
-			rows.Close()
-			return fmt.Errorf("deleting queue rows: %w", err)
-		}
-		batches = append(batches, b)
-	}
-	if err := rows.Close(); err != nil {
-		return fmt.Errorf("deleting queue rows: %w", err)
-	}
-	for _, b := range batches {
-		res, err := tx.StmtContext(ctx, s.st.deleteBatch).ExecContext(ctx, b)
-		if err != nil {
-			return fmt.Errorf("deleting items: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 1 {
-			if err != nil {
-				return fmt.Errorf("deleting items: %w", err)
-			}
-			s.w.mem.batches.drop(b)
-			continue
-		}
-		if _, err := tx.StmtContext(ctx, s.st.unrefBatch).ExecContext(ctx, b); err != nil {
-			return fmt.Errorf("deleting items: %w", err)
-		}
 	}
 	return nil
 }
@@ -381,10 +343,7 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
 		}
-		if err := s.dropQueueRows(ctx, tx, s.st.purgeQueue, service); err != nil {
-			return err
-		}
-		for _, st := range []*sql.Stmt{s.st.purgeTxns, s.st.purgeService} {
+		for _, st := range []*sql.Stmt{s.st.purgeQueue, s.st.purgeTxns, s.st.purgeService} {
 			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, service); err != nil {
 				return err
 			}
