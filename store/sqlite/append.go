@@ -132,7 +132,8 @@ func (s *Store) AppendOrdered(ctx context.Context, entries []store.Entry, queued
 	if len(plan.entries) == 0 {
 		return nil
 	}
-	if err := s.writeThen(ctx, false, func(ctx context.Context, tx *sql.Tx) error { return s.appendTx(ctx, tx, plan) }, queued); err != nil {
+	work := func(ctx context.Context, tx *sql.Tx) error { return s.appendTx(ctx, tx, plan) }
+	if err := s.write(&request{ctx: ctx, work: work}, queued); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil

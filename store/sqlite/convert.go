@@ -36,19 +36,16 @@ func fromItems(ctx context.Context, tx *sql.Tx) error {
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
+	err = scanRows(rows, func() error {
 		var seq, created, kind int64
 		var key, svc string
 		var data []byte
 		if err := rows.Scan(&seq, &kind, &key, &data, &created, &svc); err != nil {
 			return err
 		}
-		if err := c.take(ctx, seq, created, store.Item{Kind: store.Kind(kind), Key: key, Data: data}, svc); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
+		return c.take(ctx, seq, created, store.Item{Kind: store.Kind(kind), Key: key, Data: data}, svc)
+	})
+	if err != nil {
 		return err
 	}
 	if err := c.flush(ctx); err != nil {

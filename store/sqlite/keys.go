@@ -146,10 +146,10 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// loadMemory builds the writer's memory from the file: the next seq, the
-// keys of the items each service has pending, that is above the highest
-// seq it has completed (the first of its oldest stored transaction, less
-// one, or else all it has bound), and those of each stored transaction.
+// loadMemory builds the writer's memory from the file: the next seq, and
+// the keys of the items each service has pending, that is above the
+// highest seq it has completed (below its oldest stored transaction, or
+// else all it has bound), with those of each stored transaction.
 func loadMemory(ctx context.Context, q querier, seed maphash.Seed) (*memory, error) {
 	m := &memory{keys: newPendingKeys()}
 	if err := q.QueryRowContext(ctx, `SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'batches'), 0)`).
@@ -157,81 +157,72 @@ func loadMemory(ctx context.Context, q querier, seed maphash.Seed) (*memory, err
 		return nil, fmt.Errorf("reading the last seq: %w", err)
 	}
 	m.nextSeq++
-	// Per service, its stored transactions in order, and how far it has
-	// completed: below the first of them, or else all it has bound.
 	type txnRange struct{ id, first, last int64 }
-	stored := make(map[string][]txnRange)
-	floors := make(map[string]int64)
+	stored := make(map[string][]txnRange) // per service, in order
 	rows, err := q.QueryContext(ctx, `SELECT service, id, first_seq, last_seq FROM txns ORDER BY service, id`)
+	if err == nil {
+		err = scanRows(rows, func() error {
+			var svc string
+			var r txnRange
+			err := rows.Scan(&svc, &r.id, &r.first, &r.last)
+			stored[svc] = append(stored[svc], r)
+			return err
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading stored transactions: %w", err)
 	}
-	for rows.Next() {
-		var svc string
-		var r txnRange
-		if err := rows.Scan(&svc, &r.id, &r.first, &r.last); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		stored[svc] = append(stored[svc], r)
-	}
-	if err := rows.Close(); err != nil {
-		return nil, err
-	}
+	floors := make(map[string]int64)
 	rows, err = q.QueryContext(ctx, `SELECT service, bound_seq FROM services`)
+	if err == nil {
+		err = scanRows(rows, func() error {
+			var svc string
+			var bound int64
+			err := rows.Scan(&svc, &bound)
+			floors[svc] = bound
+			if t := stored[svc]; len(t) > 0 {
+				floors[svc] = t[0].first - 1
+			}
+			return err
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading what services completed: %w", err)
 	}
-	for rows.Next() {
-		var svc string
-		var bound int64
-		if err := rows.Scan(&svc, &bound); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		floors[svc] = bound
-		if t := stored[svc]; len(t) > 0 {
-			floors[svc] = t[0].first - 1
-		}
-	}
-	if err := rows.Close(); err != nil {
-		return nil, err
-	}
 	rows, err = q.QueryContext(ctx, `SELECT q.service, q.batch, q.picks, b.n, b.keys
 		FROM queue AS q JOIN batches AS b ON b.seq = q.batch ORDER BY q.service, q.last`)
-	if err != nil {
-		return nil, fmt.Errorf("reading pending keys: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var svc string
-		var batch int64
-		var n int
-		var picks, keys []byte
-		if err := rows.Scan(&svc, &batch, &picks, &n, &keys); err != nil {
-			return nil, fmt.Errorf("reading pending keys: %w", err)
-		}
-		floor, txns := floors[svc], stored[svc]
-		err := eachItem(batch, n, picks, keys, nil, func(seq int64, kind store.Kind, key, _ []byte) bool {
-			if len(key) == 0 || seq <= floor {
+	if err == nil {
+		err = scanRows(rows, func() error {
+			var svc string
+			var batch int64
+			var n int
+			var picks, keys []byte
+			if err := rows.Scan(&svc, &batch, &picks, &n, &keys); err != nil {
+				return err
+			}
+			floor, txns := floors[svc], stored[svc]
+			err := eachItem(batch, n, picks, keys, nil, func(seq int64, kind store.Kind, key, _ []byte) bool {
+				if len(key) == 0 || seq <= floor {
+					return true
+				}
+				sum := keySumBytes(seed, kind, key)
+				m.keys.add(svc, seq, sum)
+				for len(txns) > 0 && txns[0].last < seq {
+					txns = txns[1:]
+				}
+				if len(txns) > 0 && txns[0].first <= seq {
+					m.keys.inTxn(svc, txns[0].id, keyRef{seq, sum})
+				}
 				return true
+			})
+			stored[svc] = txns
+			if err != nil {
+				return fmt.Errorf("batch %d of %q: %w", batch, svc, err)
 			}
-			sum := keySumBytes(seed, kind, key)
-			m.keys.add(svc, seq, sum)
-			for len(txns) > 0 && txns[0].last < seq {
-				txns = txns[1:]
-			}
-			if len(txns) > 0 && txns[0].first <= seq {
-				m.keys.inTxn(svc, txns[0].id, keyRef{seq, sum})
-			}
-			return true
+			return nil
 		})
-		stored[svc] = txns
-		if err != nil {
-			return nil, fmt.Errorf("batch %d of %q: %w", batch, svc, err)
-		}
 	}
-	if err := rows.Err(); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("reading pending keys: %w", err)
 	}
 	return m, nil

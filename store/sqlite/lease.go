@@ -57,7 +57,7 @@ func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Durat
 		expires = math.MaxInt64
 	}
 	var granted store.Epoch
-	err = s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.write(&request{ctx: ctx, work: func(ctx context.Context, tx *sql.Tx) error {
 		granted = 0
 		var curOwner string
 		var curEpoch, curExpires, maxEpoch int64
@@ -86,7 +86,7 @@ func (s *Store) Claim(ctx context.Context, service, owner string, ttl time.Durat
 		}
 		granted = store.Epoch(next)
 		return nil
-	})
+	}}, nil)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}
@@ -101,13 +101,13 @@ func (s *Store) Release(ctx context.Context, service string, epoch store.Epoch) 
 		return err
 	}
 	defer release()
-	err = s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.write(&request{ctx: ctx, work: func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
 		}
 		_, err := tx.StmtContext(ctx, s.st.release).ExecContext(ctx, service)
 		return err
-	})
+	}}, nil)
 	if err != nil {
 		return fmt.Errorf("%s on %q: %w", op, service, err)
 	}

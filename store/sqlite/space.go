@@ -9,60 +9,26 @@ import (
 )
 
 // Free pages are given back to the file system once vacuumThreshold bytes
-// of them have gathered, at most vacuumStep bytes per step of the writer.
-// Fewer free pages are left for SQLite to reuse: a store whose backlog comes and goes
-// by small amounts does not shrink and regrow its file at every step. The
-// step is larger than what one Complete frees (a transaction holds at most
-// about 1 MiB of items by default), so the free pages never pile up while a
-// backlog drains, yet one step costs a few milliseconds at most.
+// of them have gathered, at most vacuumStep bytes per step of the writer:
+// fewer are left for SQLite to reuse, so a backlog that comes and goes by
+// small amounts does not shrink and regrow the file. A step is larger than
+// what one Complete frees (about 1 MiB at most by default), so free pages
+// never pile up while a backlog drains, yet costs a few milliseconds.
 const (
 	vacuumThreshold = 1 << 20
 	vacuumStep      = 4 << 20
 )
 
-// rowCounter is what runs a query: *sql.DB, *sql.Tx and *sql.Conn.
-type rowCounter interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-// countRows runs query and reads it to the end, returning the number of
-// rows. PRAGMA incremental_vacuum frees one page per row as it is stepped,
-// so it must be read to the end to do its work.
-func countRows(ctx context.Context, q rowCounter, query string) (int, error) {
-	rows, err := q.QueryContext(ctx, query)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for rows.Next() {
-		n++
-	}
-	if err := rows.Err(); err != nil {
-		_ = rows.Close()
-		return n, err
-	}
-	return n, rows.Close()
-}
-
-// vacuumPages returns vacuumThreshold and vacuumStep in pages.
-func (s *Store) vacuumPages() (threshold, step int64) {
-	return max(vacuumThreshold/s.pageSize, 1), max(vacuumStep/s.pageSize, 1)
-}
-
-// forcedVacuumPages returns how many free pages make the writer give a
-// step back even while requests wait: under a load that never lets it
-// idle, the free pages stay below this bound plus what one batch frees.
-func (s *Store) forcedVacuumPages() int64 {
-	_, step := s.vacuumPages()
-	return 2 * step
-}
+// vacuumThresholdPages and vacuumStepPages are vacuumThreshold and
+// vacuumStep in pages.
+func (s *Store) vacuumThresholdPages() int64 { return max(vacuumThreshold/s.pageSize, 1) }
+func (s *Store) vacuumStepPages() int64      { return max(vacuumStep/s.pageSize, 1) }
 
 // compactionOwed reports whether the writer has space to give back to the
 // file system: at least vacuumThreshold of free pages, or pages given back
 // since the last checkpoint.
 func (s *Store) compactionOwed() bool {
-	threshold, _ := s.vacuumPages()
-	return s.w.free >= threshold || s.w.checkpointOwed
+	return s.w.free >= s.vacuumThresholdPages() || s.w.checkpointOwed
 }
 
 // compactStep is one bounded step of the writer's compaction, run between
@@ -73,9 +39,8 @@ func (s *Store) compactionOwed() bool {
 // tries again, and Open gives back everything.
 func (s *Store) compactStep() {
 	ctx := context.Background()
-	threshold, step := s.vacuumPages()
-	if s.w.free >= threshold {
-		n, free, err := s.vacuumStep(ctx, step)
+	if s.w.free >= s.vacuumThresholdPages() {
+		n, free, err := s.vacuumStep(ctx, s.vacuumStepPages())
 		if err != nil || n == 0 {
 			// Nothing given back: stop trying until a call frees more.
 			s.w.free = 0
@@ -97,7 +62,12 @@ func (s *Store) vacuumStep(ctx context.Context, step int64) (n int, free int64, 
 		return 0, 0, err
 	}
 	defer func() { _ = tx.Rollback() }()
-	if n, err = countRows(ctx, tx, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", step)); err != nil {
+	// The pragma frees a page per row it steps: read them all.
+	rows, err := tx.QueryContext(ctx, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", step))
+	if err == nil {
+		err = scanRows(rows, func() error { n++; return nil })
+	}
+	if err != nil {
 		return 0, 0, err
 	}
 	if err := tx.StmtContext(ctx, s.st.freelistCount).QueryRowContext(ctx).Scan(&free); err != nil {
@@ -110,22 +80,15 @@ func (s *Store) vacuumStep(ctx context.Context, step int64) (n int, free int64, 
 // transaction, then checkpoints if the file on disk is now too large.
 // Open calls it before the writer starts.
 func (s *Store) compact(ctx context.Context) error {
-	_, step := s.vacuumPages()
-	total := 0
 	for {
-		n, free, err := s.vacuumStep(ctx, step)
+		n, free, err := s.vacuumStep(ctx, s.vacuumStepPages())
 		if err != nil {
 			return err
 		}
-		total += n
 		if n == 0 || free == 0 {
-			break
+			return s.checkpointIfShrunk(ctx)
 		}
 	}
-	if total > 0 {
-		return s.checkpointIfShrunk(ctx)
-	}
-	return nil
 }
 
 // checkpointIfShrunk checkpoints when the database file and its log on
@@ -147,8 +110,7 @@ func (s *Store) checkpointIfShrunk(ctx context.Context) error {
 	if err := s.db.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
 		return err
 	}
-	threshold, _ := s.vacuumPages()
-	if onDisk/s.pageSize-pages < threshold {
+	if onDisk/s.pageSize-pages < s.vacuumThresholdPages() {
 		return nil
 	}
 	return s.ckpt.truncateLog()

@@ -148,7 +148,7 @@ var spaceOptions = Options{Synchronous: SynchronousNormal}
 func TestDrainedBacklogGivesItsSpaceBack(t *testing.T) {
 	path := dbPath(t)
 	s := openStore(t, path, spaceOptions)
-	threshold, _ := s.vacuumPages()
+	threshold := s.vacuumThresholdPages()
 	before := spaceOf(t, s, path)
 
 	appendEvents(t, s, 0, 50_000, 1000, "a", "b")
@@ -178,7 +178,7 @@ func TestDrainedBacklogGivesItsSpaceBack(t *testing.T) {
 func TestRepeatedOutagesDoNotGrowTheFile(t *testing.T) {
 	path := dbPath(t)
 	s := openStore(t, path, spaceOptions)
-	threshold, _ := s.vacuumPages()
+	threshold := s.vacuumThresholdPages()
 	d := newDrainer(t, s, "a", "b")
 	next := 0
 	var sizes []space
@@ -227,7 +227,7 @@ func TestRepeatedOutagesDoNotGrowTheFile(t *testing.T) {
 func TestPurgeGivesItsSpaceBack(t *testing.T) {
 	path := dbPath(t)
 	s := openStore(t, path, spaceOptions)
-	threshold, _ := s.vacuumPages()
+	threshold := s.vacuumThresholdPages()
 	before := spaceOf(t, s, path)
 	appendEvents(t, s, 0, 20_000, 1000, "gone")
 	e, err := s.Claim(t.Context(), "gone", "operator", time.Hour)
@@ -306,7 +306,7 @@ func TestCheckpointDoesNotWaitForAnotherReader(t *testing.T) {
 	require.Equal(t, 20_000, n)
 	require.NoError(t, reader.Rollback())
 
-	threshold, _ := s.vacuumPages()
+	threshold := s.vacuumThresholdPages()
 	appendEvents(t, s, 20_000, 20_000, 1000, "a")
 	require.Equal(t, 20_000, d.drain(t, nil))
 	settle(t, s)
@@ -521,6 +521,6 @@ func TestMillionEventBacklogSize(t *testing.T) {
 	t.Logf("before:  %v", before)
 	t.Logf("backlog: %v (appended in %v)", peak, appended.Round(time.Millisecond))
 	t.Logf("drained: %v (in %v; largest -wal seen: %s)", after, drained.Round(time.Millisecond), mib(maxWAL))
-	threshold, _ := s.vacuumPages()
+	threshold := s.vacuumThresholdPages()
 	require.LessOrEqual(t, after.pages, before.pages+threshold)
 }

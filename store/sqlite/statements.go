@@ -13,44 +13,17 @@ import (
 type statements struct {
 	all []*sql.Stmt
 
-	// Append.
-	insertBatch *sql.Stmt
-	insertQueue *sql.Stmt
-	addQueued   *sql.Stmt
-	batchOf     *sql.Stmt // the batch that holds a seq
-
-	// Leases.
-	lease   *sql.Stmt
-	grant   *sql.Stmt
-	extend  *sql.Stmt
-	release *sql.Stmt
-	epoch   *sql.Stmt
-
-	// NextTxn.
-	serviceForTxn *sql.Stmt
-	queueRows     *sql.Stmt
-	batchByID     *sql.Stmt
-	insertTxn     *sql.Stmt
-	bind          *sql.Stmt
-
-	// Txns (reader).
-	listTxns     *sql.Stmt
-	rangeBatches *sql.Stmt
-
-	// Complete and Purge.
-	deleteTxn    *sql.Stmt
-	deleteQueue  *sql.Stmt
-	purgeQueue   *sql.Stmt
-	purgeTxns    *sql.Stmt
-	purgeService *sql.Stmt
-
-	// Backlogs (reader).
-	backlogs *sql.Stmt
-
-	// Space: the free pages after a batch that freed some and after a
-	// vacuum step, the pages in use before an Append under Options.MaxSize.
-	freelistCount *sql.Stmt
-	pagesInUse    *sql.Stmt
+	insertBatch, insertQueue, addQueued, batchOf   *sql.Stmt // Append
+	lease, grant, extend, release, epoch           *sql.Stmt // leases
+	serviceForTxn, queueRows, batchByID, insertTxn *sql.Stmt // NextTxn
+	bind                                           *sql.Stmt
+	listTxns, rangeBatches                         *sql.Stmt // Txns (reader)
+	deleteTxn, deleteQueue                         *sql.Stmt // Complete
+	purgeQueue, purgeTxns, purgeService            *sql.Stmt // Purge
+	backlogs                                       *sql.Stmt // Backlogs (reader)
+	// The free pages after a batch that freed some and after a vacuum
+	// step; the pages in use before an Append under Options.MaxSize.
+	freelistCount, pagesInUse *sql.Stmt
 }
 
 // The statements that store a batch (see writeBatch).
@@ -143,4 +116,19 @@ func (st *statements) close() error {
 		errs = append(errs, s.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// scanRows calls scan for each row of rows, until it fails, and closes
+// rows.
+func scanRows(rows *sql.Rows, scan func() error) error {
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return rows.Close()
 }

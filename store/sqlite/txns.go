@@ -41,7 +41,7 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 		return nil, fmt.Errorf("%s for %q: %w", op, service, err)
 	}
 	var txn *store.Txn
-	err = s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.write(&request{ctx: ctx, work: func(ctx context.Context, tx *sql.Tx) error {
 		txn = nil
 		var curEpoch, lastID, bound, queued int64
 		err := tx.StmtContext(ctx, s.st.serviceForTxn).QueryRowContext(ctx, service).
@@ -86,7 +86,7 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 			Created: time.Unix(0, created),
 		}
 		return nil
-	})
+	}}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s for %q: %w", op, service, err)
 	}
@@ -151,20 +151,17 @@ type queueRow struct {
 // queueRows returns up to queuePage queue rows of service above last seq
 // after, in order.
 func (s *Store) queueRows(ctx context.Context, tx *sql.Tx, service string, after int64) ([]queueRow, error) {
-	rows, err := tx.StmtContext(ctx, s.st.queueRows).QueryContext(ctx, service, after, queuePage)
-	if err != nil {
-		return nil, fmt.Errorf("reading queued items: %w", err)
-	}
-	defer rows.Close()
 	var page []queueRow
-	for rows.Next() {
-		var r queueRow
-		if err := rows.Scan(&r.last, &r.batch, &r.picks); err != nil {
-			return nil, fmt.Errorf("reading queued items: %w", err)
-		}
-		page = append(page, r)
+	rows, err := tx.StmtContext(ctx, s.st.queueRows).QueryContext(ctx, service, after, queuePage)
+	if err == nil {
+		err = scanRows(rows, func() error {
+			var r queueRow
+			err := rows.Scan(&r.last, &r.batch, &r.picks)
+			page = append(page, r)
+			return err
+		})
 	}
-	if err := rows.Err(); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("reading queued items: %w", err)
 	}
 	return page, nil
@@ -202,28 +199,19 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 		txns = nil
 		var ranges [][2]int64
 		rows, err := tx.StmtContext(ctx, s.st.listTxns).QueryContext(ctx, service, limit)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			t := store.Txn{Service: service}
-			var created, first, last int64
-			if err := rows.Scan(&t.ID, &t.Format, &t.Hash, &created, &first, &last); err != nil {
+		if err == nil {
+			err = scanRows(rows, func() error {
+				t := store.Txn{Service: service}
+				var created, first, last int64
+				err := rows.Scan(&t.ID, &t.Format, &t.Hash, &created, &first, &last)
+				t.Created = time.Unix(0, created)
+				txns = append(txns, t)
+				ranges = append(ranges, [2]int64{first, last})
 				return err
-			}
-			t.Created = time.Unix(0, created)
-			txns = append(txns, t)
-			ranges = append(ranges, [2]int64{first, last})
+			})
 		}
-		if err := rows.Err(); err != nil {
+		if err != nil || len(txns) == 0 {
 			return err
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if len(txns) == 0 {
-			return nil
 		}
 		batches, err := tx.StmtContext(ctx, s.st.rangeBatches).QueryContext(ctx, service, ranges[0][0])
 		if err != nil {
@@ -272,7 +260,7 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 		return err
 	}
 	defer release()
-	err = s.write(ctx, true, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.write(&request{ctx: ctx, frees: true, work: func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
 		}
@@ -290,7 +278,7 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 		}
 		s.w.mem.keys.completed(service, id, done)
 		return nil
-	})
+	}}, nil)
 	if err != nil {
 		return fmt.Errorf("%s %d of %q: %w", op, id, service, err)
 	}
@@ -305,25 +293,23 @@ func (s *Store) Backlogs(ctx context.Context) ([]store.Backlog, error) {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	defer release()
-	rows, err := s.st.backlogs.QueryContext(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	defer rows.Close()
 	var out []store.Backlog
-	for rows.Next() {
-		var b store.Backlog
-		var oldest int64
-		if err := rows.Scan(&b.Service, &b.Txns, &b.Queued, &oldest); err != nil {
-			return nil, fmt.Errorf("%s: %w", op, err)
+	err = s.readTx(ctx, func(tx *sql.Tx) error {
+		out = nil
+		rows, err := tx.StmtContext(ctx, s.st.backlogs).QueryContext(ctx)
+		if err != nil {
+			return err
 		}
-		b.Oldest = time.Unix(0, oldest)
-		out = append(out, b)
-	}
-	if err := rows.Err(); err != nil {
-		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-			err = fmt.Errorf("%w: %w", cerr, err)
-		}
+		return scanRows(rows, func() error {
+			var b store.Backlog
+			var oldest int64
+			err := rows.Scan(&b.Service, &b.Txns, &b.Queued, &oldest)
+			b.Oldest = time.Unix(0, oldest)
+			out = append(out, b)
+			return err
+		})
+	})
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	return out, nil
@@ -339,7 +325,7 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 		return err
 	}
 	defer release()
-	err = s.writeAlone(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.write(&request{ctx: ctx, frees: true, alone: true, work: func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.checkEpoch(ctx, tx, service, epoch); err != nil {
 			return err
 		}
@@ -350,7 +336,7 @@ func (s *Store) Purge(ctx context.Context, service string, epoch store.Epoch) er
 		}
 		s.w.mem.keys.drop(service)
 		return nil
-	})
+	}}, nil)
 	if err != nil {
 		return fmt.Errorf("%s %q: %w", op, service, err)
 	}

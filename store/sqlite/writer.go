@@ -13,50 +13,40 @@ import (
 	"github.com/asdeliver/scheduler/store"
 )
 
-// maxCallsPerCommit caps how many calls the writer merges into one SQLite
-// transaction. Under load the calls of the pipeline arrive a few at a time
-// (the committer's Append and one NextTxn or Complete per service), so the
-// cap only bounds how long the first call of a very long queue waits.
+// maxCallsPerCommit caps the calls one SQLite transaction of the writer
+// holds, which bounds how long the first of a long queue waits.
 const maxCallsPerCommit = 256
 
-// joinFor is how long after its BEGIN a SQLite transaction of the writer
-// takes in requests queued meanwhile. It is about what a commit costs: the
-// first call of a transaction waits for at most about that much of later
-// calls' work (plus the work of the last one taken), and saves them a
-// commit each.
+// joinFor is how long after its BEGIN a transaction of the writer takes in
+// the calls queued meanwhile: about what a commit costs, which each of
+// them saves.
 const joinFor = time.Millisecond
 
-// shrinkAfter is how long the writer waits with nothing to do, after
-// calls that freed pages, before it checks whether the files on disk
-// have outgrown the database: a backlog has drained, or traffic paused.
-// Under load it never waits that long, so the log is not cut back between
-// commits only to grow again.
+// shrinkAfter is how long the writer waits with nothing to do, after calls
+// that freed pages, before it checks whether the files on disk have
+// outgrown the database (a backlog drained, or traffic paused). Under load
+// it never waits that long, so the log is not cut back only to regrow.
 const shrinkAfter = 50 * time.Millisecond
 
 // A request is one call of a method that changes state, waiting for the
 // writer.
 type request struct {
 	// ctx is the caller's: once done before the writer takes the request,
-	// the call fails with ctx.Err() and changes nothing. The work itself
-	// runs under the writer's context, never cancelled, so that one
-	// caller's context cannot interrupt a statement and roll back the
-	// calls that share its SQLite transaction.
-	ctx context.Context
-	// work does the call's reads and writes in tx.
+	// the call fails with ctx.Err() and changes nothing. work runs under
+	// the writer's context, never cancelled, so that one caller cannot
+	// roll back the calls that share its transaction.
+	ctx  context.Context
 	work func(ctx context.Context, tx *sql.Tx) error
-	// frees is true for calls that may leave free pages (Complete, Purge),
-	// which the writer gives back to the file system later.
+	// frees marks calls that may leave free pages (Complete, Purge).
 	frees bool
-	// alone is true for a call whose changes have no bound (Purge): it
-	// runs in a SQLite transaction of its own, so that no other call
-	// waits for its commit, nor runs again if it fails.
+	// alone marks a call whose changes have no bound (Purge): it runs in a
+	// transaction of its own, so that no other call waits for it, nor
+	// runs again if it fails.
 	alone bool
 	// state is requestWaiting until the writer takes the request or the
-	// caller withdraws it, whichever comes first.
+	// caller withdraws it.
 	state atomic.Int32
-	// done receives the outcome once: after the commit, or at once for a
-	// request the writer finds already withdrawn by its context.
-	done chan error
+	done  chan error // the outcome, once
 }
 
 // The states of a request.
@@ -66,16 +56,15 @@ const (
 	requestWithdrawn
 )
 
-// writer is the state of the store's writer goroutine: the queue of
-// requests and what the goroutine keeps between batches.
+// writer is the state of the store's writer goroutine.
 type writer struct {
 	mu    sync.Mutex
 	queue []*request
-	// idle is true while the goroutine waits with no request queued and no
-	// compaction owed. Tests wait for it before they measure the file.
+	// idle is true while the goroutine waits with nothing queued or owed;
+	// tests wait for it before they measure the file.
 	idle bool
-	// commits and calls count the SQLite transactions the writer committed
-	// for requests and the calls they held, for the benchmarks.
+	// commits and calls count the writer's commits and the calls they
+	// held, for the benchmarks.
 	commits, calls int64
 
 	kick chan struct{}    // capacity 1: a request was queued
@@ -85,15 +74,8 @@ type writer struct {
 	retry          []*request // taken, to run again first: see commit
 	free           int64      // free pages, as of the last batch that freed some
 	checkpointOwed bool       // pages were given back since the last checkpoint
-	// shrinkOwed is true once calls that free pages have run: once the
-	// writer has had nothing to do for shrinkAfter, it cuts the log back
-	// (checkpointIfShrunk), which the vacuum steps alone do not when too
-	// few pages were freed to start one.
-	shrinkOwed bool
-	// mem is what the writer keeps of the file (see memory); nil once
-	// SQLite has undone calls that changed it, until commit reads it
-	// again.
-	mem *memory
+	shrinkOwed     bool       // calls freed pages: see shrinkAfter
+	mem            *memory    // nil once SQLite undid calls, until read again
 }
 
 func newWriter() *writer {
@@ -111,37 +93,17 @@ type refusal struct{ err error }
 func (r *refusal) Error() string { return r.err.Error() }
 func (r *refusal) Unwrap() error { return r.err }
 
-// refuse marks err as the error of a call that wrote nothing. The caller
-// learns err as it is: a refusal reads and matches as err does.
+// refuse marks err as the error of a call that wrote nothing; it reads and
+// matches as err does.
 func refuse(err error) error { return &refusal{err} }
 
-// write hands work to the writer goroutine and waits for its outcome: it
-// runs in a SQLite transaction that may hold other calls' work too, and
-// its outcome is reported only after that transaction committed. work
-// either refuses (refuse) before it writes anything or fails the
-// transaction: see commit. When ctx ends before the writer has taken it,
-// write returns ctx.Err() and work never runs; once taken, the call
-// reports its real outcome. The caller holds the store open (enter).
-func (s *Store) write(ctx context.Context, frees bool, work func(ctx context.Context, tx *sql.Tx) error) error {
-	return s.enqueue(ctx, &request{ctx: ctx, work: work, frees: frees}, nil)
-}
-
-// writeAlone is write for a call whose changes have no bound: see
-// request.alone.
-func (s *Store) writeAlone(ctx context.Context, work func(ctx context.Context, tx *sql.Tx) error) error {
-	return s.enqueue(ctx, &request{ctx: ctx, work: work, frees: true, alone: true}, nil)
-}
-
-// writeThen is write that calls queued, if not nil, once the request is in
-// the writer's queue: a request queued later runs after it.
-func (s *Store) writeThen(ctx context.Context, frees bool, work func(ctx context.Context, tx *sql.Tx) error, queued func()) error {
-	return s.enqueue(ctx, &request{ctx: ctx, work: work, frees: frees}, queued)
-}
-
-// enqueue queues r for the writer, calls queued if not nil, and waits for
-// r's outcome. A failed sync is not checked here: enter did just before,
-// and the writer checks again before it runs anything.
-func (s *Store) enqueue(ctx context.Context, r *request, queued func()) error {
+// write hands r to the writer goroutine, calls queued (if not nil) once r
+// is in the queue, whose requests run in order, and waits for r's outcome,
+// which comes only after the transaction that ran it committed. When
+// r.ctx ends before the writer has taken r, write returns r.ctx.Err() and
+// r never runs. The caller holds the store open (enter), which checked for
+// a failed sync; the writer checks again.
+func (s *Store) write(r *request, queued func()) error {
 	r.done = make(chan error, 1)
 	w := s.w
 	w.mu.Lock()
@@ -155,19 +117,17 @@ func (s *Store) enqueue(ctx context.Context, r *request, queued func()) error {
 	select {
 	case err := <-r.done:
 		return err
-	case <-ctx.Done():
+	case <-r.ctx.Done():
 		if r.state.CompareAndSwap(requestWaiting, requestWithdrawn) {
-			return ctx.Err()
+			return r.ctx.Err()
 		}
 		return <-r.done
 	}
 }
 
-// runWriter is the writer goroutine: it merges every request waiting into
-// one SQLite transaction, commits it, and between batches, when no request
-// waits, gives free pages back to the file system. It ends when Close
-// stops w.run; Close first waits for every call in flight, so the queue
-// then holds only withdrawn requests.
+// runWriter is the writer goroutine: it runs the requests waiting in
+// batches (commit) and, between them, gives free pages back to the file
+// system. Close stops it once no call is in flight.
 func (s *Store) runWriter() {
 	w := s.w
 	quiet := time.NewTimer(shrinkAfter)
@@ -176,10 +136,8 @@ func (s *Store) runWriter() {
 	for {
 		if batch := s.take(maxCallsPerCommit); len(batch) > 0 {
 			s.commit(batch)
-			if s.w.free >= s.forcedVacuumPages() {
-				// Requests keep coming: give a step back anyway, so that
-				// the free pages stay bounded.
-				s.compactStep()
+			if s.w.free >= 2*s.vacuumStepPages() {
+				s.compactStep() // requests keep coming: bound the free pages anyway
 			}
 			continue
 		}
@@ -216,10 +174,8 @@ func (s *Store) runWriter() {
 }
 
 // take returns up to limit requests to run: first those to run again,
-// then waiting requests removed from the queue in the order they were
-// queued and marked taken. It drops the requests their callers withdrew,
-// and answers those whose context ended in the meantime without running
-// them.
+// then those queued, in order. It skips withdrawn requests and answers
+// those whose context has ended.
 func (s *Store) take(limit int) []*request {
 	w := s.w
 	n := min(limit, len(w.retry))
@@ -243,9 +199,7 @@ func (s *Store) take(limit int) []*request {
 		}
 		batch = append(batch, r)
 	}
-	// Clear the taken slots, so that the requests do not outlive their
-	// calls in the queue's backing array.
-	clear(w.queue[:n])
+	clear(w.queue[:n]) // let the requests go with their calls
 	w.queue = w.queue[n:]
 	if len(w.queue) == 0 {
 		w.queue = nil
@@ -266,19 +220,16 @@ func (s *Store) failQueued(err error) {
 	w.queue = nil
 }
 
-// commit runs batch in one SQLite transaction, then commits it, and only
-// then tells each request its outcome. While the transaction is young
-// (joinFor), requests queued in the meantime join it before the commit:
-// the commit, with its sync, is the costly part, and the pipeline's calls
-// often arrive a few microseconds apart.
+// commit runs batch in one SQLite transaction, with the requests queued
+// while it is young (joinFor), commits it, and only then tells each
+// request its outcome: the commit, with its sync, is the costly part.
 //
 // A request that refuses wrote nothing and fails alone. Any other failure
-// of a request, or of the commit, has one answer: SQLite rolls the whole
-// transaction back, the writer forgets its memory of the file (read again
-// before the next transaction), the request at fault fails, and the
-// others run again first in the next transaction (when the commit failed,
-// they all fail with its error). Such failures are rare: a full disk, an
-// I/O error. So no call needs a savepoint, nor an undo of its memory.
+// rolls the whole transaction back: the writer forgets its memory of the
+// file (read again by begin), the request at fault fails, and the others
+// run again first (when the commit failed, they all fail with its error).
+// Such failures are rare (a full disk, an I/O error), so no call needs a
+// savepoint, nor an undo of its memory.
 func (s *Store) commit(batch []*request) {
 	if err := s.syncFailed(); err != nil {
 		// Nothing committed from now on could be acknowledged.

@@ -27,11 +27,11 @@ func blockWriter(t *testing.T, s *Store) (release func()) {
 	started, unblock := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		err := s.write(context.Background(), false, func(context.Context, *sql.Tx) error {
+		err := s.write(&request{ctx: context.Background(), work: func(context.Context, *sql.Tx) error {
 			close(started)
 			<-unblock
 			return errUnblocked
-		})
+		}}, nil)
 		if !errors.Is(err, errUnblocked) {
 			t.Errorf("blocking call: got %v, want errUnblocked", err)
 		}
@@ -149,7 +149,7 @@ func failBetweenTwoAppends(t *testing.T, s *Store, then func(ctx context.Context
 	wait := calls(t, s, 0,
 		func() error { return s.Append(ctx, []store.Entry{entry("$1", "one", "a")}) },
 		func() error {
-			return s.write(ctx, false, func(ctx context.Context, tx *sql.Tx) error {
+			return s.write(&request{ctx: ctx, work: func(ctx context.Context, tx *sql.Tx) error {
 				if _, err := tx.ExecContext(ctx, `INSERT INTO services (service) VALUES ('partial')`); err != nil {
 					return err
 				}
@@ -157,7 +157,7 @@ func failBetweenTwoAppends(t *testing.T, s *Store, then func(ctx context.Context
 					return err
 				}
 				return errBoom
-			})
+			}}, nil)
 		},
 		func() error { return s.Append(ctx, []store.Entry{entry("$2", "two", "a")}) },
 	)
@@ -284,11 +284,11 @@ func TestWriterCallCanceledOnceTakenReportsItsOutcome(t *testing.T) {
 	started, unblock := make(chan struct{}), make(chan struct{})
 	held := make(chan error)
 	go func() {
-		held <- s.write(t.Context(), false, func(context.Context, *sql.Tx) error {
+		held <- s.write(&request{ctx: t.Context(), work: func(context.Context, *sql.Tx) error {
 			close(started)
 			<-unblock
 			return nil
-		})
+		}}, nil)
 	}()
 	waitQueued(t, s, 2)
 	release()
