@@ -52,7 +52,7 @@ type pendingKey struct {
 // earlier one already queues for a service.
 func (s *Store) planAppend(entries []store.Entry) (*appendPlan, error) {
 	plan := &appendPlan{}
-	var seen map[pendingKey]struct{}
+	var seen map[pendingKey]bool
 	for i := range entries {
 		e := &entries[i]
 		if len(e.Data) == 0 {
@@ -61,39 +61,24 @@ func (s *Store) planAppend(entries []store.Entry) (*appendPlan, error) {
 		if len(e.Services) == 0 {
 			return nil, invalid("entry %d (key %q): no services: list at least one", i, e.Key)
 		}
-		takers := make([]string, 0, len(e.Services))
-		var mine map[string]struct{} // this entry's services, for long lists
-		if e.Key == "" && len(e.Services) > 16 {
-			mine = make(map[string]struct{}, len(e.Services))
-		}
-		for _, svc := range e.Services {
-			if svc == "" {
-				return nil, invalid("entry %d (key %q): empty service ID", i, e.Key)
-			}
-			if e.Key != "" {
-				k := pendingKey{svc, e.Kind, e.Key}
-				if seen == nil {
-					seen = make(map[pendingKey]struct{})
-				}
-				if _, dup := seen[k]; dup {
-					continue
-				}
-				seen[k] = struct{}{}
-			} else if mine != nil {
-				if _, dup := mine[svc]; dup {
-					continue
-				}
-				mine[svc] = struct{}{}
-			} else if slices.Contains(takers, svc) {
-				continue
-			}
-			takers = append(takers, svc)
-		}
-		if len(takers) == 0 {
-			continue
+		takers := slices.Compact(slices.Sorted(slices.Values(e.Services)))
+		if takers[0] == "" {
+			return nil, invalid("entry %d (key %q): empty service ID", i, e.Key)
 		}
 		var sum uint64
 		if e.Key != "" {
+			if seen == nil {
+				seen = make(map[pendingKey]bool)
+			}
+			takers = slices.DeleteFunc(takers, func(svc string) bool {
+				k := pendingKey{svc, e.Kind, e.Key}
+				dup := seen[k]
+				seen[k] = true
+				return dup
+			})
+			if len(takers) == 0 {
+				continue
+			}
 			sum = keySum(s.keySeed, e.Kind, e.Key)
 		}
 		plan.entries = append(plan.entries, e)

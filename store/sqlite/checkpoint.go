@@ -14,18 +14,12 @@ import (
 const checkpointEvery = 64
 
 // checkpointer copies the write-ahead log into the database file on a
-// connection of its own, beside the writer: in WAL mode a PASSIVE
-// checkpoint runs while the writer writes, so the writer's commits do not
-// pay for it. SQLite's own automatic checkpoint (wal_autocheckpoint) stays
-// on the writer's connection as a backstop: it only fires when the log has
-// outgrown what the checkpointer keeps it to, because a reader held it
-// back, say.
-//
-// The checkpointer also runs the TRUNCATE checkpoints that shrink the file
-// after the writer gave pages back: SQLite runs one checkpoint at a time,
-// and the checkpointer's goroutine orders them. Its connection has no busy
-// timeout: a checkpoint never waits for a reader (another program's
-// sqlite3 shell, say); what it cannot copy now, a later one does.
+// connection of its own: a PASSIVE checkpoint runs while the writer
+// writes, so commits do not pay for it (SQLite's automatic checkpoint
+// stays as a backstop). It also runs the TRUNCATE checkpoints that shrink
+// the file after the writer gave pages back, one at a time. Its connection
+// has no busy timeout: a checkpoint never waits for a reader; what it
+// cannot copy now, a later one does.
 type checkpointer struct {
 	db       *sql.DB
 	kick     chan struct{}    // capacity 1: the writer has committed enough
@@ -54,10 +48,9 @@ func (c *checkpointer) committed() {
 	lifecycle.Poke(c.kick)
 }
 
-// truncateLog runs a TRUNCATE checkpoint on the checkpointer's goroutine
-// and returns its error: it copies the whole log into the database file,
-// cuts the file to the database's size and empties the log, unless a
-// reader or a writer is in the way.
+// truncateLog runs a TRUNCATE checkpoint on the checkpointer's goroutine:
+// it copies the whole log into the database file, cuts the file to the
+// database's size and empties the log, unless a reader is in the way.
 func (c *checkpointer) truncateLog() error {
 	answer := make(chan error, 1)
 	select {

@@ -60,22 +60,21 @@ func (p *pendingKeys) inTxn(service string, id int64, refs ...keyRef) {
 	m[id] = append(m[id], refs...)
 }
 
-// txnKeys returns the keyed items of stored transaction id of service.
-func (p *pendingKeys) txnKeys(service string, id int64) []keyRef {
-	return p.txns[service][id]
-}
-
-// completed forgets transaction id of service, and the items done, which
+// completed forgets transaction id of service and its keyed items, which
 // are no longer pending.
-func (p *pendingKeys) completed(service string, id int64, done []keyRef) {
-	if m := p.txns[service]; m != nil {
-		delete(m, id)
-		if len(m) == 0 {
-			delete(p.txns, service)
+func (p *pendingKeys) completed(service string, id int64) {
+	m, t := p.txns[service], p.svcs[service]
+	for _, k := range m[id] {
+		if t != nil {
+			t.remove(k.sum, k.seq)
 		}
 	}
-	for _, k := range done {
-		p.forget(service, k.seq, k.sum)
+	delete(m, id)
+	if len(m) == 0 {
+		delete(p.txns, service)
+	}
+	if t != nil && t.n == 0 {
+		delete(p.svcs, service) // gives the table's memory back
 	}
 }
 
@@ -113,18 +112,6 @@ func (p *pendingKeys) add(service string, seq int64, sum uint64) {
 		p.svcs[service] = t
 	}
 	t.add(sum, seq)
-}
-
-// forget forgets the item of service at seq, whose sum is sum: it is no
-// longer pending. Forgetting it twice does nothing.
-func (p *pendingKeys) forget(service string, seq int64, sum uint64) {
-	t := p.svcs[service]
-	if t == nil || !t.remove(sum, seq) {
-		return
-	}
-	if t.n == 0 {
-		delete(p.svcs, service) // gives the table's memory back
-	}
 }
 
 // drop forgets every key of service.

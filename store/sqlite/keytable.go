@@ -1,17 +1,15 @@
 package sqlite
 
 // keyTable is a set of (sum, seq) pairs of one service, looked up by sum:
-// a hash table with open addressing and linear probing over two arrays, 12
-// bytes a slot, so that a backlog of a million keys costs about 20 MB, not
-// the 36 MB of a Go map of the same pairs (and twice that under the
-// garbage collector's headroom). Pairs with the same sum may coexist: a
-// lookup returns each candidate, and Append confirms them against the
-// stored items, so two pending keys whose sums collide both stay guarded.
+// open addressing with linear probing over two arrays, 12 bytes a slot, so
+// a million keys take about 24 MiB, not the 36 of a Go map. Pairs with the
+// same sum may coexist: a lookup returns each, and Append confirms them
+// against the stored items, so keys whose sums collide both stay guarded.
 //
-// seqs holds seq-base+1 (0: an empty slot), so every seq of the table lies
-// in [base, base+maxSpan]; holds moves the base up when the seqs move on.
-// Append refuses a key the table cannot hold: a service with an item
-// pending while four billion others were appended.
+// seqs holds seq-base+1 (0: an empty slot), so every seq lies in [base,
+// base+maxSpan]; holds moves the base up as the seqs move on. Append
+// refuses a key the table cannot hold: a service with an item pending
+// while four billion others were appended.
 type keyTable struct {
 	sums []uint64
 	seqs []uint32
@@ -104,8 +102,8 @@ func (t *keyTable) remove(sum uint64, seq int64) bool {
 	if t.seqs[i] == 0 {
 		return false
 	}
-	// Backward-shift deletion: move later pairs of the run into the hole
-	// when their probe would pass it, so that no lookup stops early.
+	// Backward-shift deletion: so that no lookup stops early, move later
+	// pairs of the run into the hole when their probe would pass it.
 	for j := (i + 1) & mask; t.seqs[j] != 0; j = (j + 1) & mask {
 		home := t.slot(t.sums[j])
 		if (j-home)&mask >= (j-i)&mask {
@@ -115,8 +113,8 @@ func (t *keyTable) remove(sum uint64, seq int64) bool {
 	}
 	t.sums[i], t.seqs[i] = 0, 0
 	t.n--
-	// The table does not shrink: a copy would take memory at the moment
-	// a drain has the most in use. It goes once empty (pendingKeys).
+	// No shrinking, which would copy while a drain has the most in use:
+	// the table goes once empty (pendingKeys).
 	return true
 }
 

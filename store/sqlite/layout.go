@@ -143,21 +143,6 @@ func eachItem(last int64, n int, picks, keys, data []byte, fn func(seq int64, ki
 	return err
 }
 
-// decodeBatch returns the items that picks lists (nil: all) of a batch
-// whose last seq is last, in seq order. Their Data share the data slice.
-func decodeBatch(last int64, n int, picks, keys, data []byte) ([]store.Item, error) {
-	size := n
-	if picks != nil {
-		size = min(n, len(picks))
-	}
-	items := make([]store.Item, 0, size)
-	err := eachItem(last, n, picks, keys, data, func(seq int64, kind store.Kind, key, data []byte) bool {
-		items = append(items, store.Item{Seq: seq, Kind: kind, Key: string(key), Data: data})
-		return true
-	})
-	return items, err
-}
-
 // encodePicks returns the picks column for the indexes idx (ascending) of
 // a batch of n items: nil when idx lists them all.
 func encodePicks(idx []int, n int) []byte {

@@ -85,35 +85,15 @@ END;
 `
 
 // migrate brings the schema of db up to schemaVersion, in one transaction
-// together with the new version number. It refuses a file whose
-// version is newer, and a file that has tables but is not an asdeliver
-// store. Open has already refused such a file before writing anything (see
-// probe); these checks only keep migrate safe on its own.
+// with the new version number, and refuses a newer version. Open has
+// already refused a file that is not an asdeliver store (probe).
 func migrate(ctx context.Context, db *sql.DB) error {
-	var version, appID int
+	var version int
 	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
 		return fmt.Errorf("reading schema version: %w", err)
 	}
-	if err := db.QueryRowContext(ctx, "PRAGMA application_id").Scan(&appID); err != nil {
-		return fmt.Errorf("reading application id: %w", err)
-	}
-	if appID != 0 && appID != applicationID {
-		return fmt.Errorf("not an asdeliver store: application_id is %#x", appID)
-	}
-	if appID == 0 && version != 0 {
-		return fmt.Errorf("not an asdeliver store: the file has schema version (user_version) %d but not asdeliver's application_id", version)
-	}
 	if version > schemaVersion {
 		return fmt.Errorf("%w: the file has schema version %d, this version of asdeliver knows versions up to %d: upgrade asdeliver", ErrSchemaTooNew, version, schemaVersion)
-	}
-	if version == 0 {
-		var tables int
-		if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&tables); err != nil {
-			return fmt.Errorf("reading schema: %w", err)
-		}
-		if tables != 0 {
-			return fmt.Errorf("not an asdeliver store: the file has tables but no schema version")
-		}
 	}
 	if version == schemaVersion {
 		return nil

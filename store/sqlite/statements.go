@@ -82,7 +82,7 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 		FROM txns WHERE service = ? ORDER BY id LIMIT ?`)
 	st.rangeBatches = r(`SELECT q.batch, q.picks, b.n, b.keys, b.data
 		FROM queue AS q JOIN batches AS b ON b.seq = q.batch
-		WHERE q.service = ? AND q.last >= ? ORDER BY q.last`)
+		WHERE q.service = ? AND q.last BETWEEN ? AND ? ORDER BY q.last`)
 
 	st.deleteTxn = p(`DELETE FROM txns WHERE service = ? AND id = ? RETURNING id`)
 	st.deleteQueue = p(`DELETE FROM queue WHERE service = ?1 AND last <= ` + floorOf)

@@ -10,35 +10,23 @@ import (
 	"github.com/asdeliver/scheduler/internal/lifecycle"
 )
 
-// errSyncFailed marks the error of every call after the write-ahead log
-// failed to sync: once a sync has failed, the operating system may have
-// dropped the pages it could not write, so no later sync proves anything.
-// Commits become readable before their sync (synchronous=NORMAL), so the
-// store then refuses reads too, lest the scheduler send a transaction that
-// may never reach the disk, and the writer runs nothing more: every call
-// fails until the store is reopened, which reads what is really on disk.
+// errSyncFailed marks the error of every call, reads included, after the
+// write-ahead log failed to sync: the operating system may have dropped
+// the pages it could not write, so no later sync proves anything, and a
+// commit is readable before its sync. Reopening reads what is on disk.
 var errSyncFailed = errors.New("sqlite: syncing the write-ahead log failed earlier; reopen the store")
 
 // syncer makes the writer's commits durable off the writer's path. Under
 // SynchronousFull the connections run with synchronous=NORMAL, so a COMMIT
-// writes its pages to the write-ahead log and returns without waiting for
-// the disk; the syncer then syncs the log file (fdatasync) and only then
-// answers the calls the commit held. Meanwhile the writer already runs the
-// next SQLite transaction, and one sync covers every commit written before
-// it began, so a slow disk costs a call one sync's wait but no longer
-// holds up the writer.
-//
-// Every call is still answered only once its commit is on disk: the log is
-// written in order, a sync covers all of it, and SQLite itself syncs the
-// log before a checkpoint copies it into the database file and the log's
-// header whenever it starts reusing the file, as synchronous=NORMAL does.
+// returns once its pages are in the write-ahead log; the syncer then syncs
+// the log (fdatasync) and only then answers the commit's calls, while the
+// writer runs the next transaction. One sync covers every commit written
+// before it began: the log is written in order, and SQLite syncs it itself
+// before a checkpoint copies it and before it reuses the file.
 type syncer struct {
-	wal *os.File // the -wal file, opened read-only: fsync needs no write access
-	// db is the database file, opened read-only to check after each sync
-	// that it still has a name (see ErrRemoved).
-	db *os.File
-	// datasync syncs wal: the package's datasync; tests replace it.
-	datasync func(*os.File) error
+	wal      *os.File // the -wal file, read-only: fsync needs no write access
+	db       *os.File // the database file, to check it has a name (ErrRemoved)
+	datasync func(*os.File) error // tests replace it
 
 	mu   sync.Mutex
 	owed []answer // calls whose commit is written, waiting for a sync
@@ -54,10 +42,9 @@ type answer struct {
 	err error
 }
 
-// newSyncer opens the write-ahead log of the database file that SQLite
-// has open as dbFile (symbolic links resolved, as SQLite resolves them).
-// The log exists once the database is in WAL mode and has been written,
-// and stays for as long as a connection is open.
+// newSyncer opens the write-ahead log of the database file SQLite has
+// open as dbFile (symbolic links resolved): it exists once the database is
+// in WAL mode, for as long as a connection is open.
 func newSyncer(dbFile string) (*syncer, error) {
 	wal, err := os.Open(dbFile + "-wal")
 	if err != nil {

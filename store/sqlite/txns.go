@@ -10,22 +10,6 @@ import (
 	"github.com/asdeliver/scheduler/store"
 )
 
-// scanBatch reads a row of rangeBatches and returns the items it holds for
-// the row's service.
-func scanBatch(rows *sql.Rows) ([]store.Item, error) {
-	var last int64
-	var n int
-	var picks, keys, data []byte
-	if err := rows.Scan(&last, &picks, &n, &keys, &data); err != nil {
-		return nil, err
-	}
-	items, err := decodeBatch(last, n, picks, keys, data)
-	if err != nil {
-		return nil, fmt.Errorf("batch %d: %w", last, err)
-	}
-	return items, nil
-}
-
 // NextTxn implements store.Store. It reads the service's queue rows from
 // its bound mark on, with their batches, and binds the items it takes by
 // moving the mark past them: forming a transaction writes one txns row and
@@ -213,33 +197,35 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 		if err != nil || len(txns) == 0 {
 			return err
 		}
-		batches, err := tx.StmtContext(ctx, s.st.rangeBatches).QueryContext(ctx, service, ranges[0][0])
+		// A queue row holds items of one batch, at most batchMaxItems
+		// seqs below its last.
+		rows, err = tx.StmtContext(ctx, s.st.rangeBatches).
+			QueryContext(ctx, service, ranges[0][0], ranges[len(ranges)-1][1]+batchMaxItems)
 		if err != nil {
 			return err
 		}
-		defer batches.Close()
 		j := 0
-		for j < len(ranges) && batches.Next() {
-			items, err := scanBatch(batches)
-			if err != nil {
+		return scanRows(rows, func() error {
+			var last int64
+			var n int
+			var picks, keys, data []byte
+			if err := rows.Scan(&last, &picks, &n, &keys, &data); err != nil {
 				return err
 			}
-			for _, it := range items {
-				for j < len(ranges) && it.Seq > ranges[j][1] {
+			err := eachItem(last, n, picks, keys, data, func(seq int64, kind store.Kind, key, data []byte) bool {
+				for j < len(ranges) && seq > ranges[j][1] {
 					j++
 				}
-				if j == len(ranges) {
-					break
+				if j < len(ranges) && seq >= ranges[j][0] {
+					txns[j].Items = append(txns[j].Items, store.Item{Seq: seq, Kind: kind, Key: string(key), Data: data})
 				}
-				if it.Seq >= ranges[j][0] {
-					txns[j].Items = append(txns[j].Items, it)
-				}
+				return j < len(ranges)
+			})
+			if err != nil {
+				return fmt.Errorf("batch %d: %w", last, err)
 			}
-			if len(items) > 0 && items[len(items)-1].Seq >= ranges[len(ranges)-1][1] {
-				break // the rest is queued
-			}
-		}
-		return batches.Err()
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s of %q: %w", op, service, err)
@@ -250,9 +236,8 @@ func (s *Store) Txns(ctx context.Context, service string, limit int) ([]store.Tx
 // Complete implements store.Store. It deletes the transaction, then the
 // service's queue rows that hold nothing it has pending any more (up to
 // its oldest stored transaction), and with them (schemaUnref) the batches
-// no service holds. The
-// pages it frees are given back to the file system later, by the writer
-// between batches; see the package doc.
+// no service holds. The writer gives the pages it frees back to the file
+// system later, between batches.
 func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch, id int64) error {
 	const op = "error completing transaction"
 	release, err := s.enterService(ctx, op, service)
@@ -272,11 +257,10 @@ func (s *Store) Complete(ctx context.Context, service string, epoch store.Epoch,
 		if err != nil {
 			return err
 		}
-		done := s.w.mem.keys.txnKeys(service, id)
 		if _, err := tx.StmtContext(ctx, s.st.deleteQueue).ExecContext(ctx, service); err != nil {
 			return fmt.Errorf("deleting queue rows: %w", err)
 		}
-		s.w.mem.keys.completed(service, id, done)
+		s.w.mem.keys.completed(service, id)
 		return nil
 	}}, nil)
 	if err != nil {
