@@ -18,26 +18,9 @@ type appendPlan struct {
 	// and without a repeat of an earlier entry's kind and key.
 	takers [][]string
 	sums   []uint64 // per entry, the sum of its kind and key (if keyed)
-	// encoded are the batches of every entry (cutBatches), their columns
+	// encoded are the batches of every entry (encodeBatches), their columns
 	// encoded: the writer encodes them again only when it drops entries.
 	encoded []encodedBatch
-}
-
-// encodedBatch is a batch's bounds in a list of entries, and its columns.
-type encodedBatch struct {
-	from, to   int
-	keys, data []byte
-}
-
-// encodeBatches cuts entries into batches and encodes them.
-func encodeBatches(entries []*store.Entry) []encodedBatch {
-	cuts := cutBatches(entries)
-	out := make([]encodedBatch, len(cuts))
-	for i, c := range cuts {
-		keys, data := encodeBatch(entries[c[0]:c[1]])
-		out[i] = encodedBatch{c[0], c[1], keys, data}
-	}
-	return out
 }
 
 // pendingKey is a service's kind and key, to catch repeats within a call.
@@ -152,7 +135,7 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, plan *appendPlan) erro
 				if pending {
 					continue
 				}
-				if !mem.keys.holds(svc, seq) {
+				if !mem.keys.svcs[svc].holds(seq) {
 					return refuse(fmt.Errorf("service %q has had an item pending for four billion appends: deliver or purge it first", svc))
 				}
 				keyed = append(keyed, keyRef{seq, sum})
@@ -244,7 +227,7 @@ func writeBatch(ctx context.Context, insertBatch, insertQueue *sql.Stmt, first i
 func (s *Store) pendingKey(ctx context.Context, tx *sql.Tx, service string, sum uint64, e *store.Entry) (bool, error) {
 	var found bool
 	var err error
-	s.w.mem.keys.candidates(service, sum, func(seq int64) bool {
+	s.w.mem.keys.svcs[service].each(sum, func(seq int64) bool {
 		found, err = s.sameKey(ctx, tx, seq, e)
 		return !found && err == nil
 	})

@@ -10,7 +10,7 @@ import (
 
 // fromItems converts a file of schema version 1, 2 or 3, which kept a row
 // per item, into batches. Runs of consecutive seqs appended at the same
-// time (by one call) are cut as Append cuts a call (cutBatches), keeping
+// time (by one call) are cut as Append cuts a call (encodeBatches), keeping
 // every seq, so that the stored transactions' ranges and the services'
 // bound marks stay valid. The items and queue tables of versions 1 to 3
 // differ only in columns it does not read.

@@ -27,7 +27,7 @@ type memory struct {
 // "maybe": Append confirms a hit against the item itself. The sums are
 // seeded at random per Open, so no one can choose keys that collide.
 type pendingKeys struct {
-	svcs map[string]*keyTable
+	svcs map[string]*keyTable // nil tables are empty
 	// txns are, per service and stored transaction, its keyed items:
 	// Complete forgets them without reading them back.
 	txns map[string]map[int64][]keyRef
@@ -87,21 +87,6 @@ func keySum(seed maphash.Seed, kind store.Kind, key string) uint64 {
 // keySumBytes is keySum of a key held as bytes.
 func keySumBytes(seed maphash.Seed, kind store.Kind, key []byte) uint64 {
 	return maphash.Bytes(seed, key) ^ uint64(kind)*0x9e3779b97f4a7c15
-}
-
-// candidates calls fn with the seq of each pending item of service whose
-// sum is sum, until fn returns false.
-func (p *pendingKeys) candidates(service string, sum uint64, fn func(seq int64) bool) {
-	if t := p.svcs[service]; t != nil {
-		t.each(sum, fn)
-	}
-}
-
-// holds reports whether service's keys can take an item at seq (see
-// keyTable.holds).
-func (p *pendingKeys) holds(service string, seq int64) bool {
-	t := p.svcs[service]
-	return t == nil || t.holds(seq)
 }
 
 // add records a keyed item queued for service.

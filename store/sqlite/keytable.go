@@ -30,7 +30,7 @@ func (t *keyTable) slot(sum uint64) int {
 // each calls fn with the seq of each pair with sum sum, until fn returns
 // false.
 func (t *keyTable) each(sum uint64, fn func(seq int64) bool) {
-	if t.n == 0 {
+	if t == nil || t.n == 0 {
 		return
 	}
 	mask := len(t.sums) - 1
@@ -48,7 +48,7 @@ const maxSpan = 1<<32 - 2
 // seqs stays within maxSpan. It may move the base up to the smallest seq
 // held to make room.
 func (t *keyTable) holds(seq int64) bool {
-	if t.n == 0 || max(t.hi, seq)-min(t.base, seq) <= maxSpan {
+	if t == nil || t.n == 0 || max(t.hi, seq)-min(t.base, seq) <= maxSpan {
 		return true
 	}
 	lo, hi := t.bounds()

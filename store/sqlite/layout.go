@@ -35,22 +35,27 @@ const (
 	batchMaxBytes = 64 << 10
 )
 
-// cutBatches returns the bounds [from, to) of the batches items are cut
-// into.
-func cutBatches(items []*store.Entry) [][2]int {
-	var cuts [][2]int
+// encodedBatch is a batch's bounds in a list of entries, and its columns.
+type encodedBatch struct {
+	from, to   int
+	keys, data []byte
+}
+
+// encodeBatches cuts entries into batches and encodes them.
+func encodeBatches(entries []*store.Entry) []encodedBatch {
+	var out []encodedBatch
 	from, size := 0, 0
-	for i, e := range items {
-		if i > from && (i-from == batchMaxItems || size+len(e.Data) > batchMaxBytes) {
-			cuts = append(cuts, [2]int{from, i})
+	for i := range len(entries) + 1 {
+		if i > from && (i == len(entries) || i-from == batchMaxItems || size+len(entries[i].Data) > batchMaxBytes) {
+			keys, data := encodeBatch(entries[from:i])
+			out = append(out, encodedBatch{from, i, keys, data})
 			from, size = i, 0
 		}
-		size += len(e.Data)
+		if i < len(entries) {
+			size += len(entries[i].Data)
+		}
 	}
-	if from < len(items) {
-		cuts = append(cuts, [2]int{from, len(items)})
-	}
-	return cuts
+	return out
 }
 
 // errCorrupt is wrapped by every error about stored bytes this package

@@ -41,10 +41,19 @@ func TestCutBatches(t *testing.T) {
 	for range 300 {
 		entries = append(entries, small)
 	}
-	require.Equal(t, [][2]int{{0, 128}, {128, 256}, {256, 300}}, cutBatches(entries))
-	require.Equal(t, [][2]int{{0, 1}, {1, 2}, {2, 3}}, cutBatches([]*store.Entry{small, big, small}),
+	require.Equal(t, [][2]int{{0, 128}, {128, 256}, {256, 300}}, cuts(entries))
+	require.Equal(t, [][2]int{{0, 1}, {1, 2}, {2, 3}}, cuts([]*store.Entry{small, big, small}),
 		"a large item has a batch of its own")
-	require.Empty(t, cutBatches(nil))
+	require.Empty(t, cuts(nil))
+}
+
+// cuts returns the bounds of the batches encodeBatches cuts entries into.
+func cuts(entries []*store.Entry) [][2]int {
+	var out [][2]int
+	for _, b := range encodeBatches(entries) {
+		out = append(out, [2]int{b.from, b.to})
+	}
+	return out
 }
 
 // FuzzDecodeBatch feeds stored bytes, as a damaged file could hold them,

@@ -92,15 +92,13 @@ type Synchronous int
 
 const (
 	// SynchronousFull makes every commit survive a power loss or an
-	// operating system crash: no call returns before the write-ahead log
-	// holding its commit has been synced (fdatasync), as SQLite's
-	// synchronous=FULL does. It is the zero value and the default.
+	// operating system crash: no call returns before the log holding its
+	// commit is synced (fdatasync). It is the zero value and the default.
 	SynchronousFull Synchronous = iota
 	// SynchronousNormal makes commits survive a crash of the process (a
-	// kill -9 loses nothing), but in WAL mode a power loss or an operating
-	// system crash may lose the last commits: SQLite syncs only at
-	// checkpoints. Faster; pick it only if the homeserver's own database
-	// makes the same trade.
+	// kill -9 loses nothing), but a power loss may lose the last ones.
+	// Faster; pick it only if the homeserver's own database makes the
+	// same trade.
 	SynchronousNormal
 )
 
@@ -135,15 +133,12 @@ type Options struct {
 	BusyTimeout time.Duration
 	// MaxSize caps the database in bytes (SQLite's max_page_count), for an
 	// operator who would rather refuse new events than fill the disk: an
-	// Append that would take the database past the cap fails with ErrFull
-	// and stores nothing, while forming and completing transactions go on,
-	// and every delivered transaction frees room for new ones. Appends stop
-	// short of the cap by a reserve of 1/16 of it (at most 1 MiB), which
-	// keeps room for the bookkeeping of the transactions that drain the
-	// backlog. The -wal file beside the database is not counted (see the
-	// package doc for its size). A file that is already larger keeps its
-	// size, and refuses appends, until it drains. When set it must be at
-	// least MinMaxSize. Defaults to 0: no cap beyond the disk's own size.
+	// Append that would pass it fails with ErrFull and stores nothing,
+	// while transactions are still formed and completed, each freeing
+	// room. Appends stop short of the cap by 1/16 of it (at most 1 MiB),
+	// kept for the bookkeeping of the drain. The -wal file is not counted.
+	// A larger file refuses appends until it drains. When set it must be
+	// at least MinMaxSize. Defaults to 0: no cap.
 	MaxSize int64
 }
 
@@ -181,12 +176,11 @@ var (
 )
 
 // Open opens the store in the SQLite file at path, creating the file if it
-// does not exist, takes an exclusive lock on it and migrates its schema. It
-// is OpenWithOptions(path, Options{}). A second Open of the same path while
-// this one is open fails with an error matching ErrLocked; a file written by
-// a newer version fails with ErrSchemaTooNew; a file that is not an
-// asdeliver store (nor empty) fails with an error saying so, and Open
-// writes nothing to it.
+// does not exist, takes an exclusive lock on it and migrates its schema:
+// OpenWithOptions(path, Options{}). It fails with ErrLocked while another
+// Store has the file open, with ErrSchemaTooNew for a file of a newer
+// version, and with an error saying so for a file that is not an
+// asdeliver store, to which it writes nothing.
 func Open(path string) (*Store, error) {
 	return OpenWithOptions(path, Options{})
 }
@@ -238,10 +232,9 @@ func OpenWithOptions(path string, opts Options) (*Store, error) {
 }
 
 // realPath returns the absolute path of the file at path with symbolic
-// links resolved, as SQLite resolves them: two names of one file then get
-// one lock, and the log SQLite keeps beside the real file is the one
-// synced. A link to a file that does not exist yet resolves to where the
-// file will be.
+// links resolved, as SQLite resolves them, so that two names of one file
+// get one lock and the log synced is SQLite's. A link to a file that does
+// not exist yet resolves to where the file will be.
 func realPath(path string) (string, error) {
 	p, err := filepath.Abs(path)
 	if err != nil {
@@ -273,10 +266,9 @@ func realPath(path string) (string, error) {
 	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
 }
 
-// lockFile creates or opens path + ".lock" and takes an exclusive flock on
-// it, and reports whether it created the file. flock locks belong to the
-// open file description, so a second open in the same process conflicts as
-// well as one in another process.
+// lockFile creates or opens path + ".lock", takes an exclusive lock on it
+// (held per open file, so a second open in this process conflicts too),
+// and reports whether it created the file.
 func lockFile(path string) (f *os.File, created bool, err error) {
 	name := path + ".lock"
 	f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
@@ -302,11 +294,9 @@ func lockFile(path string) (f *os.File, created bool, err error) {
 // open opens the database, checks the pragmas, migrates, prepares the
 // statements and starts the writer goroutine.
 func (s *Store) open(opts Options) error {
-	// One connection for the writer, another for reads, each kept open for
-	// the life of the Store: the pragmas set by the connector hold for all
-	// calls, and statements are prepared once. The reader's transactions
-	// are deferred, so that it never takes the write lock, and it refuses
-	// to write.
+	// A connection for the writer and one for reads, kept open for the
+	// life of the Store. The reader's transactions are deferred: it never
+	// takes the write lock.
 	writer := &connector{dsn: dsn(s.path, "immediate"), pragmas: pragmas(opts)}
 	s.db = oneConn(writer)
 	s.rdb = oneConn(&connector{
@@ -322,19 +312,15 @@ func (s *Store) open(opts Options) error {
 	if mode != "wal" {
 		return fmt.Errorf("journal_mode is %q, not wal: is the file on a file system without shared memory support?", mode)
 	}
-	// Migrations do not change the page size: it is set when the file is
-	// created.
 	if err := s.db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&s.pageSize); err != nil {
 		return fmt.Errorf("reading the page size: %w", err)
 	}
 	if err := s.migrate(ctx); err != nil {
 		return err
 	}
-	// The file lock proves no other process has this file open, so every
-	// lease in it belongs to a holder that is gone (a crash, or a Close
-	// without Release). Free them, so a restarted scheduler claims its
-	// services at once instead of after the lease's ttl. max_epoch stays:
-	// the next grant still gets a higher epoch and old ones stay stale.
+	// The file lock proves every lease in the file belongs to a holder
+	// that is gone: free them, so a restarted scheduler claims at once.
+	// max_epoch stays, so old epochs stay stale.
 	if _, err := s.db.ExecContext(ctx, `UPDATE services SET lease_owner = '', lease_epoch = 0, lease_expires = 0 WHERE lease_epoch != 0`); err != nil {
 		return fmt.Errorf("freeing the leases of earlier processes: %w", err)
 	}
@@ -408,11 +394,9 @@ func oneConn(c *connector) *sql.DB {
 	return db
 }
 
-// dsn is the go-sqlite3 data source name for the file at path: a URI, so
-// that any character is allowed in the path, with txlock the kind of
-// transaction BEGIN starts. The writer's are "immediate": a transaction
-// takes the write lock at once instead of failing on upgrade when another
-// connection writes. The reader's are "deferred": they only read.
+// dsn is the data source name for the file at path: a URI, so that any
+// character is allowed in the path, with txlock the kind of transaction
+// BEGIN starts: "immediate" takes the write lock at once, "deferred" reads.
 func dsn(path, txlock string) string {
 	return "file:" + escapePath(path) + "?_txlock=" + txlock
 }
@@ -497,8 +481,6 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	// No call is in flight: the writer's queue is empty or holds withdrawn
-	// requests. It ends after the step of compaction it may be running.
 	_ = s.w.run.Stop(context.Background())
 	if err := s.release(); err != nil {
 		return fmt.Errorf("error closing sqlite store %s: %w", s.path, err)
@@ -506,9 +488,8 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// release ends, once the writer has, what open started, skipping what it
-// did not get to: the goroutines, the statements, the connections, and
-// last the lock. Every call has been answered, so the syncer owes nothing.
+// release ends, once the writer has, what open started: the goroutines,
+// the statements, the connections, and last the lock.
 func (s *Store) release() error {
 	var errs []error
 	var ckptDB *sql.DB
@@ -576,10 +557,8 @@ func (s *Store) syncFailed() error {
 	return s.sync.failed()
 }
 
-// readTx runs fn in one read transaction on the reader's connection, so
-// that its queries see one committed state, and ends it. When ctx ended
-// during the call, the error matches ctx's error whatever the driver
-// reported.
+// readTx runs fn in one read transaction on the reader's connection. When
+// ctx ended during the call, the error matches ctx's error.
 func (s *Store) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.rdb.BeginTx(ctx, nil)
 	if err == nil {

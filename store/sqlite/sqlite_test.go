@@ -1020,7 +1020,7 @@ func TestKeyWhoseSumCollidesIsNotTakenForADuplicate(t *testing.T) {
 	require.NoError(t, s.Append(ctx, []store.Entry{entry("$a", "a", "svc")}))
 	// Make "$b" collide with "$a": its sum names "$a"'s item.
 	var seqA int64
-	s.w.mem.keys.candidates("svc", keySum(s.keySeed, store.KindEvent, "$a"), func(seq int64) bool { seqA = seq; return false })
+	s.w.mem.keys.svcs["svc"].each(keySum(s.keySeed, store.KindEvent, "$a"), func(seq int64) bool { seqA = seq; return false })
 	require.NotZero(t, seqA)
 	s.w.mem.keys.add("svc", seqA, keySum(s.keySeed, store.KindEvent, "$b"))
 
