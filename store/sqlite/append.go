@@ -224,39 +224,25 @@ func writeBatch(ctx context.Context, insertBatch, insertQueue *sql.Stmt, first i
 
 // pendingKey reports whether e's kind and key, whose sum is sum, are
 // pending for service: whether one of the items the sum names has them.
-func (s *Store) pendingKey(ctx context.Context, tx *sql.Tx, service string, sum uint64, e *store.Entry) (bool, error) {
-	var found bool
-	var err error
+func (s *Store) pendingKey(ctx context.Context, tx *sql.Tx, service string, sum uint64, e *store.Entry) (found bool, err error) {
 	s.w.mem.keys.svcs[service].each(sum, func(seq int64) bool {
-		found, err = s.sameKey(ctx, tx, seq, e)
+		var last int64
+		var n int
+		var keys []byte
+		err = tx.StmtContext(ctx, s.st.batchOf).QueryRowContext(ctx, seq).Scan(&last, &n, &keys)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = nil // gone: not pending
+		} else if err == nil {
+			want := int(seq - (last - int64(n) + 1))
+			err = walkKeys(keys, n, func(i int, kind store.Kind, key []byte, _, _ int) bool {
+				found = i == want && kind == e.Kind && string(key) == e.Key
+				return i < want
+			})
+		}
 		return !found && err == nil
 	})
-	return found, err
-}
-
-// sameKey reports whether the item at seq has e's kind and key.
-func (s *Store) sameKey(ctx context.Context, tx *sql.Tx, seq int64, e *store.Entry) (bool, error) {
-	var last int64
-	var n int
-	var keys []byte
-	err := tx.StmtContext(ctx, s.st.batchOf).QueryRowContext(ctx, seq).Scan(&last, &n, &keys)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
 	if err != nil {
 		return false, fmt.Errorf("checking a pending key: %w", err)
 	}
-	want := int(seq - (last - int64(n) + 1))
-	same := false
-	err = walkKeys(keys, n, func(i int, kind store.Kind, key []byte, _, _ int) bool {
-		if i < want {
-			return true
-		}
-		same = i == want && kind == e.Kind && string(key) == e.Key
-		return false
-	})
-	if err != nil {
-		return false, fmt.Errorf("checking a pending key in batch %d: %w", last, err)
-	}
-	return same, nil
+	return found, nil
 }

@@ -9,17 +9,14 @@ import (
 )
 
 // fromItems converts a file of schema version 1, 2 or 3, which kept a row
-// per item, into batches. Runs of consecutive seqs appended at the same
-// time (by one call) are cut as Append cuts a call (encodeBatches), keeping
-// every seq, so that the stored transactions' ranges and the services'
-// bound marks stay valid. The items and queue tables of versions 1 to 3
-// differ only in columns it does not read.
+// per item, into batches: the items of one earlier call (consecutive seqs,
+// one created time) are cut as Append cuts a call, keeping every seq, so
+// that stored transactions and bound marks stay valid.
 func fromItems(ctx context.Context, tx *sql.Tx) error {
 	if _, err := tx.ExecContext(ctx, `ALTER TABLE queue RENAME TO queue_v3;`+schemaBatches); err != nil {
 		return err
 	}
-	// The seqs already used: a new item must get a higher one, even when
-	// the items that had them are gone.
+	// New items get seqs above every one used, even by items now gone.
 	var used int64
 	if err := tx.QueryRowContext(ctx, `SELECT max(
 		coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0),

@@ -14,13 +14,11 @@ import (
 const sqliteMagic = "SQLite format 3\x00"
 
 // probe decides, before anything writes to the file at path, whether Open
-// may have it: a file that does not exist, has no bytes, or is an SQLite
-// database with neither a schema version, an application id nor a table is
-// empty and becomes a store; a file whose application id is asdeliver's is
-// a store. Anything else belongs to another application, and probe returns
-// an error saying so: Open must then leave it byte for byte as it was, so
-// probe reads the header itself and opens the database only read-only,
-// without a journal mode, migrations or an application id stamp.
+// may have it: a missing or empty file, or an SQLite database with no
+// schema version, application id nor table, becomes a store; a file with
+// asdeliver's application id is one. Anything else belongs to another
+// application: probe says so, and leaves it byte for byte as it was, so it
+// reads the header itself and opens the database only read-only.
 func probe(path string) error {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -40,17 +38,14 @@ func probe(path string) error {
 	case n < len(h) || string(h[:len(sqliteMagic)]) != sqliteMagic:
 		return errors.New("not an asdeliver store: the file is not an SQLite database; Open leaves it untouched: pass the path of an asdeliver store or of a file that does not exist yet")
 	}
-	// The header's fields, big-endian (https://sqlite.org/fileformat.html).
-	// The application id of a store is set by the migration that creates
-	// its tables, in the same transaction as its schema version, and is
-	// never unset, so the header can decide alone when it has one.
+	// The header's fields are big-endian (https://sqlite.org/fileformat.html).
+	// A store's application id is set with its first tables, never unset.
 	if appID := binary.BigEndian.Uint32(h[68:72]); appID != 0 {
 		return checkApplicationID(int64(appID))
 	}
-	// No application id in the file itself. A store whose first migration
-	// is still in the write-ahead log only has it there, so read through
-	// SQLite, read-only. Without a log, the file is all there is: immutable
-	// tells SQLite so, and it then creates no -shm file beside it.
+	// A store whose first migration is still in the log has its id only
+	// there: read through SQLite. Without a log, immutable keeps SQLite
+	// from creating a -shm file.
 	q := "?mode=ro"
 	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() == 0 {
 		q += "&immutable=1"

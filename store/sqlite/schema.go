@@ -19,18 +19,12 @@ const applicationID = 0x61736476
 // one that has been released.
 const schemaVersion = 5
 
-// schema creates the tables of a new file.
-//
-// batches and queue are described in layout.go. A service's queue rows with
-// last <= services.bound_seq hold only items bound to transactions: a
-// transaction binds the oldest items of its service, and its items are the
-// service's items in [txns.first_seq, txns.last_seq], so forming one
-// writes no queue row. batches.seq is AUTOINCREMENT, so that seqs are
-// never reused, even after the newest batches are deleted.
-//
-// services keeps what must outlive a service's queue: the last transaction
-// ID, the lease and the highest epoch ever granted, and a count of queued
-// items so that Backlogs does not count them.
+// schema creates the tables of a new file. batches and queue are described
+// in layout.go. A transaction holds its service's items in [first_seq,
+// last_seq], the oldest not completed, so forming one writes no queue row:
+// it moves services.bound_seq. services keeps what must outlive a queue:
+// the last transaction ID, the lease, the highest epoch ever granted, and
+// a count of queued items for Backlogs.
 const schema = schemaBatches + `
 CREATE TABLE txns (
 	service   TEXT    NOT NULL,
@@ -55,8 +49,9 @@ CREATE TABLE services (
 ) WITHOUT ROWID;
 `
 
-// schemaBatches creates the tables of the items: batches and queue, which
-// the conversion from the per-item schemas creates too.
+// schemaBatches creates the tables of the items, for a new file and for
+// the conversion from the per-item schemas. AUTOINCREMENT: seqs are never
+// reused, even after the newest batches are deleted.
 const schemaBatches = `
 CREATE TABLE batches (
 	seq     INTEGER PRIMARY KEY AUTOINCREMENT, -- the seq of its last item

@@ -24,8 +24,8 @@ var errSyncFailed = errors.New("sqlite: syncing the write-ahead log failed earli
 // before it began: the log is written in order, and SQLite syncs it itself
 // before a checkpoint copies it and before it reuses the file.
 type syncer struct {
-	wal      *os.File // the -wal file, read-only: fsync needs no write access
-	db       *os.File // the database file, to check it has a name (ErrRemoved)
+	wal      *os.File             // the -wal file, read-only: fsync needs no write access
+	db       *os.File             // the database file, to check it has a name (ErrRemoved)
 	datasync func(*os.File) error // tests replace it
 
 	mu   sync.Mutex
