@@ -23,11 +23,16 @@ func fromItems(ctx context.Context, tx *sql.Tx) error {
 		coalesce((SELECT max(bound_seq) FROM services), 0))`).Scan(&used); err != nil {
 		return err
 	}
-	c, err := newConverter(ctx, tx)
-	if err != nil {
+	c := &converter{picks: make(map[string][]int)}
+	var err error
+	if c.insertBatch, err = tx.PrepareContext(ctx, insertBatchSQL); err != nil {
 		return err
 	}
-	defer c.close()
+	defer c.insertBatch.Close()
+	if c.insertQueue, err = tx.PrepareContext(ctx, insertQueueSQL); err != nil {
+		return err
+	}
+	defer c.insertQueue.Close()
 	rows, err := tx.QueryContext(ctx, `SELECT i.seq, i.kind, i.key, i.data, i.created, q.service
 		FROM items AS i JOIN queue_v3 AS q ON q.seq = i.seq ORDER BY i.seq, q.service`)
 	if err != nil {
@@ -79,24 +84,6 @@ type converter struct {
 	created  int64 // when the call was made
 	services []string
 	picks    map[string][]int // per service, indexes into items
-}
-
-func newConverter(ctx context.Context, tx *sql.Tx) (*converter, error) {
-	c := &converter{picks: make(map[string][]int)}
-	var err error
-	if c.insertBatch, err = tx.PrepareContext(ctx, insertBatchSQL); err != nil {
-		return nil, err
-	}
-	if c.insertQueue, err = tx.PrepareContext(ctx, insertQueueSQL); err != nil {
-		_ = c.insertBatch.Close()
-		return nil, err
-	}
-	return c, nil
-}
-
-func (c *converter) close() {
-	_ = c.insertBatch.Close()
-	_ = c.insertQueue.Close()
 }
 
 // take adds the row of the item at seq, appended at created, queued for

@@ -9,11 +9,9 @@ import (
 	"github.com/asdeliver/scheduler/store"
 )
 
-// memory is what the writer keeps of the file: the next seq, the keys
-// pending per service and the batches stored last. It is built from the
-// file at Open, changed by each call once its writes have succeeded, and
-// built again from the file after SQLite undid calls that had changed it
-// (see Store.commit): it is exact or absent, never patched back.
+// memory is what the writer keeps of the file. Built from the file at Open
+// and after SQLite undid calls (Store.commit), and changed by each call
+// once its writes have succeeded, it is exact or absent, never patched.
 type memory struct {
 	nextSeq int64
 	keys    pendingKeys
@@ -21,10 +19,9 @@ type memory struct {
 }
 
 // pendingKeys deduplicates Append without an index write per item: per
-// service, the keyed items that are pending (queued, or in a stored
-// transaction) by a 64-bit sum of kind and key (keySum), each with its seq
-// (see keyTable: about 20 bytes per pending keyed item). A sum says only
-// "maybe": Append confirms a hit against the item itself. The sums are
+// service, the seq of each pending keyed item (queued, or in a stored
+// transaction) by a 64-bit sum of its kind and key (keySum). A sum says
+// only "maybe": Append confirms a hit against the item. The sums are
 // seeded at random per Open, so no one can choose keys that collide.
 type pendingKeys struct {
 	svcs map[string]*keyTable // nil tables are empty
@@ -78,8 +75,7 @@ func (p *pendingKeys) completed(service string, id int64) {
 	}
 }
 
-// keySum returns the sum of kind and key under seed: the Store's, the same
-// for the life of the Store.
+// keySum returns the sum of kind and key under the Store's seed.
 func keySum(seed maphash.Seed, kind store.Kind, key string) uint64 {
 	return maphash.String(seed, key) ^ uint64(kind)*0x9e3779b97f4a7c15
 }

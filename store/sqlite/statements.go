@@ -32,11 +32,6 @@ const (
 	insertQueueSQL = `INSERT INTO queue (service, last, batch, picks) VALUES (?, ?, ?, ?)`
 )
 
-// floorOf is the highest seq up to which service ?1 is done: below its
-// oldest stored transaction, or else all it has bound.
-const floorOf = `coalesce((SELECT min(first_seq) - 1 FROM txns WHERE service = ?1),
-	(SELECT bound_seq FROM services WHERE service = ?1))`
-
 // prepare prepares the statements of the calls that only read on rdb, the
 // others on db.
 func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
@@ -85,7 +80,10 @@ func prepare(ctx context.Context, db, rdb *sql.DB) (*statements, error) {
 		WHERE q.service = ? AND q.last BETWEEN ? AND ? ORDER BY q.last`)
 
 	st.deleteTxn = p(`DELETE FROM txns WHERE service = ? AND id = ? RETURNING id`)
-	st.deleteQueue = p(`DELETE FROM queue WHERE service = ?1 AND last <= ` + floorOf)
+	// The rows up to what the service is done with: below its oldest
+	// stored transaction, or else all it has bound.
+	st.deleteQueue = p(`DELETE FROM queue WHERE service = ?1 AND last <= coalesce(
+		(SELECT min(first_seq) - 1 FROM txns WHERE service = ?1), (SELECT bound_seq FROM services WHERE service = ?1))`)
 	st.purgeQueue = p(`DELETE FROM queue WHERE service = ?`)
 	st.purgeTxns = p(`DELETE FROM txns WHERE service = ?`)
 	st.purgeService = p(`UPDATE services SET queued = 0 WHERE service = ?`)

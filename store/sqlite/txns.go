@@ -61,14 +61,7 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 			return fmt.Errorf("binding items: %w", err)
 		}
 		s.w.mem.keys.formed(service, id, items, s.keySeed)
-		txn = &store.Txn{
-			Service: service,
-			ID:      id,
-			Format:  format,
-			Hash:    hash,
-			Items:   items,
-			Created: time.Unix(0, created),
-		}
+		txn = &store.Txn{Service: service, ID: id, Format: format, Hash: hash, Items: items, Created: time.Unix(0, created)}
 		return nil
 	}}, nil)
 	if err != nil {
@@ -86,9 +79,18 @@ func (s *Store) takeQueued(ctx context.Context, tx *sql.Tx, service string, boun
 	var items []store.Item
 	f := lim.NewFit()
 	for after := bound; ; {
-		page, err := s.queueRows(ctx, tx, service, after)
+		var page []queueRow
+		rows, err := tx.StmtContext(ctx, s.st.queueRows).QueryContext(ctx, service, after, queuePage)
+		if err == nil {
+			err = scanRows(rows, func() error {
+				var r queueRow
+				err := rows.Scan(&r.last, &r.batch, &r.picks)
+				page = append(page, r)
+				return err
+			})
+		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("reading queued items: %w", err)
 		}
 		for _, r := range page {
 			b, err := s.batch(ctx, tx, r.batch)
@@ -130,25 +132,6 @@ const queuePage = 8
 type queueRow struct {
 	last, batch int64
 	picks       []byte
-}
-
-// queueRows returns up to queuePage queue rows of service above last seq
-// after, in order.
-func (s *Store) queueRows(ctx context.Context, tx *sql.Tx, service string, after int64) ([]queueRow, error) {
-	var page []queueRow
-	rows, err := tx.StmtContext(ctx, s.st.queueRows).QueryContext(ctx, service, after, queuePage)
-	if err == nil {
-		err = scanRows(rows, func() error {
-			var r queueRow
-			err := rows.Scan(&r.last, &r.batch, &r.picks)
-			page = append(page, r)
-			return err
-		})
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading queued items: %w", err)
-	}
-	return page, nil
 }
 
 // batch returns the columns of batch seq, from the writer's memory or else
