@@ -14,12 +14,10 @@ import (
 // goroutine, before the writer decides what is already pending.
 type appendPlan struct {
 	entries []*store.Entry
-	// takers are, per entry, the services it is queued for: distinct,
-	// and without a repeat of an earlier entry's kind and key.
-	takers [][]string
-	sums   []uint64 // per entry, the sum of its kind and key (if keyed)
-	// encoded are the batches of every entry (encodeBatches), their columns
-	// encoded: the writer encodes them again only when it drops entries.
+	takers  [][]string // per entry, its services, without repeats in the call
+	sums    []uint64   // per entry, the sum of its kind and key (if keyed)
+	// encoded are the batches of every entry: the writer encodes them
+	// again only when it drops entries.
 	encoded []encodedBatch
 }
 

@@ -71,10 +71,8 @@ func (s *Store) NextTxn(ctx context.Context, service string, epoch store.Epoch, 
 }
 
 // takeQueued returns the oldest queued items of service (seq above bound)
-// in seq order, up to the first that does not fit lim. It reads the
-// service's queue rows a page at a time, and each batch from the writer's
-// memory when it has it (see recentBatches), so stopping early reads no
-// further.
+// in seq order, up to the first that does not fit lim. It reads queue rows
+// a page at a time, and batches from the writer's memory when it has them.
 func (s *Store) takeQueued(ctx context.Context, tx *sql.Tx, service string, bound int64, lim store.Limits) ([]store.Item, error) {
 	var items []store.Item
 	f := lim.NewFit()
