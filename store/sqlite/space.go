@@ -24,19 +24,10 @@ const (
 func (s *Store) vacuumThresholdPages() int64 { return max(vacuumThreshold/s.pageSize, 1) }
 func (s *Store) vacuumStepPages() int64      { return max(vacuumStep/s.pageSize, 1) }
 
-// compactionOwed reports whether the writer has space to give back to the
-// file system: at least vacuumThreshold of free pages, or pages given back
-// since the last checkpoint.
-func (s *Store) compactionOwed() bool {
-	return s.w.free >= s.vacuumThresholdPages() || s.w.checkpointOwed
-}
-
-// compactStep is one bounded step of the writer's compaction, run between
-// batches: it gives back up to vacuumStep of free pages when at least
-// vacuumThreshold of them are free, or else, after pages were given back,
-// checkpoints if the files on disk have become larger than the database.
-// Failures only postpone the space: the next Complete that frees pages
-// tries again, and Open gives back everything.
+// compactStep is one bounded step of the writer's compaction: it gives
+// back up to vacuumStep of free pages when vacuumThreshold are free, or
+// else, after pages were given back, checkpoints if the files on disk have
+// outgrown the database. A failure only postpones the space.
 func (s *Store) compactStep() {
 	ctx := context.Background()
 	if s.w.free >= s.vacuumThresholdPages() {

@@ -8,7 +8,10 @@
 //   - Durability: a method that changes state returns once its SQLite
 //     transaction has committed in WAL mode and, under SynchronousFull (the
 //     default), once the log holding it is synced, so it survives a power
-//     loss. A call's changes are stored whole or not at all.
+//     loss. A call's changes are stored whole or not at all. A call whose
+//     context ends before the writer takes it changes nothing and returns
+//     the context's error. After a failed sync every call, reads included,
+//     fails until the store is reopened.
 //   - One owner: Open takes an exclusive lock on path + ".lock" (flock, or
 //     LockFileEx on Windows), so a second Open of the file, in any
 //     process, fails at once with ErrLocked.
@@ -19,9 +22,11 @@
 //     refuses a newer one with ErrSchemaTooNew, and leaves a file that is
 //     not an asdeliver store byte for byte as it was.
 //   - A file removed while open stops acknowledging (ErrRemoved).
-//   - Bounded disk: a drained backlog gives its space back to the file
-//     system (incremental vacuum in steps between the writer's batches,
-//     then a TRUNCATE checkpoint), a checkpointer keeps the log short, and
+//   - Bounded disk: item bytes are stored once, however many services take
+//     them. Moments after a backlog drains, the file is back to the size of
+//     what is pending plus about 2 MiB (incremental vacuum in steps between
+//     the writer's batches, then a TRUNCATE checkpoint); a checkpointer
+//     keeps the -wal file short, at most 64 MiB after a checkpoint; and
 //     Options.MaxSize caps the file: Append then fails with ErrFull.
 //   - No read transaction is held between calls, so nothing blocks a
 //     checkpoint while the scheduler PUTs a transaction.

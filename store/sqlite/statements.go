@@ -116,8 +116,7 @@ func (st *statements) close() error {
 	return errors.Join(errs...)
 }
 
-// scanRows calls scan for each row of rows, until it fails, and closes
-// rows.
+// scanRows calls scan for each row of rows, until it fails, and closes it.
 func scanRows(rows *sql.Rows, scan func() error) error {
 	defer rows.Close()
 	for rows.Next() {

@@ -147,7 +147,7 @@ func (s *Store) runWriter() {
 			return
 		default:
 		}
-		if s.compactionOwed() {
+		if s.w.free >= s.vacuumThresholdPages() || s.w.checkpointOwed { // space to give back
 			s.compactStep()
 			continue
 		}
