@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -524,3 +525,25 @@ func TestMillionEventBacklogSize(t *testing.T) {
 	threshold := s.vacuumThresholdPages()
 	require.LessOrEqual(t, after.pages, before.pages+threshold)
 }
+
+// TestMaxSizeHoldsOnANewConnection opens a connection the way the
+// writer's pool opens one again after an error: it gets the cap of
+// Options.MaxSize, set once Open knew the page size, like the first.
+func TestMaxSizeHoldsOnANewConnection(t *testing.T) {
+	const maxSize = 3 << 20
+	s := openStore(t, dbPath(t), Options{MaxSize: maxSize})
+	db := sql.OpenDB(driverConnector{s.db.Driver(), dsn(s.path, "immediate")})
+	defer db.Close()
+	var pages int64
+	require.NoError(t, db.QueryRow("PRAGMA max_page_count").Scan(&pages))
+	require.Equal(t, maxSize/s.pageSize, pages)
+}
+
+// driverConnector opens connections of drv, as database/sql does.
+type driverConnector struct {
+	drv  driver.Driver
+	name string
+}
+
+func (c driverConnector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.name) }
+func (c driverConnector) Driver() driver.Driver                        { return c.drv }

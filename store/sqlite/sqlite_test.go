@@ -1035,3 +1035,33 @@ func TestKeyWhoseSumCollidesIsNotTakenForADuplicate(t *testing.T) {
 	}
 	require.Equal(t, []string{"a", "b"}, data, "$b queued despite the colliding sum, $a not twice")
 }
+
+// TestTxnsReadsTransactionsThatEndAtABatchEdge stores one call of 300
+// items (batches of 128, 128 and 44) and forms transactions that end on
+// and beside the batches' edges, the first of a single item: Txns, which
+// reads only the queue rows its ranges can reach, returns each one's
+// items as NextTxn formed them.
+func TestTxnsReadsTransactionsThatEndAtABatchEdge(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	e, err := s.Claim(ctx, "a", "o", time.Hour)
+	require.NoError(t, err)
+	entries := make([]store.Entry, 300)
+	for i := range entries {
+		entries[i] = entry(fmt.Sprintf("$%d", i), fmt.Sprint(i), "a")
+	}
+	require.NoError(t, s.Append(ctx, entries))
+	var formed []store.Txn
+	for _, size := range []int{1, 126, 1, 1, 128, 43} {
+		txn, err := s.NextTxn(ctx, "a", e, 1, store.Limits{MaxItems: size, MaxBytes: 1 << 20})
+		require.NoError(t, err)
+		require.Len(t, txn.Items, size)
+		formed = append(formed, *txn)
+		got, err := s.Txns(ctx, "a", 0)
+		require.NoError(t, err)
+		require.Len(t, got, len(formed))
+		for i := range got {
+			require.Equal(t, formed[i].Items, got[i].Items, "transaction %d of %d", i, len(formed))
+		}
+	}
+}

@@ -400,8 +400,8 @@ func TestPurgeRunsInATransactionOfItsOwn(t *testing.T) {
 	for i, err := range wait() {
 		require.NoError(t, err, "call %d", i)
 	}
-	// The Purge's changes have no bound, so it runs in no savepoint (whose
-	// journal the store keeps in memory): first in a transaction, alone.
+	// The Purge's changes have no bound, so it runs in a transaction of its
+	// own: no other call waits for its commit, nor runs again if it fails.
 	require.Equal(t, before+3, commits(s))
 	txn, err := s.NextTxn(ctx, "a", e, 1, lots)
 	require.NoError(t, err)
